@@ -1,0 +1,149 @@
+"""Command line: parse, call one function, turn an ExporterError into one line and an exit code.
+
+    cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
+    cluster-exporter demo [--format table|json]
+    cluster-exporter config-reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import ExporterError, UsageError
+from .settings import Settings, load_settings
+
+# flag -> dotted settings path; every flag has an environment twin (see settings.env_names)
+COMMON_FLAGS: dict[str, tuple[str, str]] = {
+    "--cluster-id": ("cluster_id", "this cluster's id at the billing API"),
+    "--prometheus-url": ("prometheus.url", "Prometheus base URL"),
+    "--kubeconfig": ("kubernetes.kubeconfig", "kubeconfig file (default: in-cluster config)"),
+    "--context": ("kubernetes.context", "kubeconfig context"),
+    "--customer-label": ("kubernetes.customer_label", "namespace label holding the customer id"),
+    "--window": ("metering.window", "window length, whole hours (default 1h)"),
+    "--billing-api-url": ("billing_api.url", "billing API base URL"),
+    "--billing-api-token": ("billing_api.token", "billing API bearer token"),
+    "--billing-api-token-file": ("billing_api.token_file", "file holding the billing API token"),
+    "--http-source": ("metering.http_source", "nginx, istio or none"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML config file (also CONFIG_FILE)")
+    for flag, (path, help_text) in COMMON_FLAGS.items():
+        parser.add_argument(flag, dest="set_" + path.replace(".", "__"), help=f"{help_text} (env {_env(path)})")
+
+
+def _env(path: str) -> str:
+    from .settings import env_names
+
+    return " or ".join(env_names(path))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if not key.startswith("set_") or value is None:
+            continue
+        parts = key[4:].split("__")
+        target = values
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs generator and tests)."""
+    parser = _Parser(prog="cluster-exporter", description="Billing-grade per-customer usage metering for Kubernetes.")
+    parser.add_argument("--version", action="version", version=f"cluster-exporter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    report = sub.add_parser("report", help="measure one window and print or send its report")
+    _add_common(report)
+    report.add_argument("--window-end", required=True, help="end of the window, RFC 3339 on a whole hour")
+    report.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")
+    report.add_argument("--format", choices=("json", "table"), default="json", help="output of --dry-run")
+
+    demo = sub.add_parser("demo", help="the built-in synthetic cluster, a local Prometheus, its reports")
+    demo.add_argument("--format", choices=("json", "table"), default="table")
+    demo.add_argument("--workdir", type=Path, default=None, help="where to keep the demo's data (default: a temp dir)")
+
+    sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    return parser
+
+
+def _run_report(args: argparse.Namespace, settings: Settings) -> int:
+    from .commands import run_report
+    from .metering import parse_time
+
+    window_end = parse_time(args.window_end)
+    report = asyncio.run(run_report(settings, window_end, datetime.now(UTC), dry_run=args.dry_run))
+    if args.dry_run:
+        print(render(report.model_dump(mode="json"), args.format))
+    else:
+        print(f"sent report {report.report_id} for {report.window_start:%Y-%m-%dT%H:%M:%SZ}: "
+              f"{len(report.usage)} customers", file=sys.stderr)
+    return 0
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    """A report as JSON, or as an aligned table for people."""
+    if fmt == "json":
+        return json.dumps(report, indent=None, separators=(",", ":"))
+    rows = report["usage"]
+    meters = [k for k in (rows[0] if rows else {}) if k not in ("customer_id", "namespaces")]
+    header = ["customer", "namespaces", *meters]
+    lines = [header] + [
+        [r["customer_id"], ",".join(r["namespaces"]), *(f"{r[m]:.4f}" if isinstance(r[m], float) else str(r[m]) for m in meters)]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    title = f"{report['cluster_id']}  {report['window_start']} .. {report['window_end']}  ({report['report_id']})"
+    body = "\n".join("  ".join(cell.rjust(widths[i]) if i > 1 else cell.ljust(widths[i]) for i, cell in enumerate(line))
+                     for line in lines)
+    return f"{title}\n{body}"
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"report": _run_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: returns the process exit code."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "config-reference":
+            from .config_reference import markdown
+
+            print(markdown())
+            return 0
+        if args.command == "demo":
+            from .devtools.demo import run_demo
+
+            return run_demo(args.format, args.workdir)
+        settings = load_settings(_overrides(args), config_file=args.config)
+        return COMMANDS[args.command](args, settings)
+    except ExporterError as exc:
+        print(f"cluster-exporter: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cluster-exporter: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

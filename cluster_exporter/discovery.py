@@ -1,0 +1,107 @@
+"""Kubernetes API -> {namespace: customer_id}: who owns which namespace right now.
+
+A namespace belongs to the customer named by its ``customer_label`` value; unlabeled namespaces
+are never listed (the API filters with a label selector, so system namespaces never reach us).
+The list is paged with limit/continue, so thousands of namespaces cost a few small requests.
+The ``kubernetes`` client is synchronous; calls run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import KubernetesError, clip
+from .settings import KubernetesSettings
+
+_CUSTOMER_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+
+
+def make_api_client(settings: KubernetesSettings) -> Any:
+    """A kubernetes ApiClient from the kubeconfig, or the in-cluster config inside a pod."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        if settings.kubeconfig is not None:
+            path = Path(settings.kubeconfig).expanduser()
+            if not path.is_file():
+                raise KubernetesError(f"kubeconfig {path} does not exist")
+            config.load_kube_config(config_file=str(path), context=settings.context,
+                                    client_configuration=configuration)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except ConfigException as exc:
+                raise KubernetesError(
+                    "no kubeconfig given and not running in a pod (set --kubeconfig or KUBECONFIG)"
+                ) from exc
+    except ConfigException as exc:
+        raise KubernetesError(f"bad kubeconfig: {clip(str(exc))}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KubernetesError(f"bad kubeconfig {settings.kubeconfig}: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+    configuration.retries = 2  # urllib3's own retries on connection errors; fail fast after that
+    return client.ApiClient(configuration)
+
+
+def list_customer_namespaces(api_client: Any, settings: KubernetesSettings) -> dict[str, str]:
+    """All namespaces carrying the customer label, as {namespace: customer id} (blocking)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    api = client.CoreV1Api(api_client)
+    owners: dict[str, str] = {}
+    token: str | None = None
+    pages = 0
+    while True:
+        try:
+            kwargs: dict[str, Any] = {
+                "label_selector": settings.customer_label,
+                "limit": settings.page_size,
+                "_request_timeout": settings.timeout.total_seconds(),
+            }
+            if token:
+                kwargs["_continue"] = token
+            page = api.list_namespace(**kwargs)
+        except ApiException as exc:
+            raise KubernetesError(f"listing namespaces: HTTP {exc.status} {exc.reason}: {clip(exc.body or '')}") from exc
+        except HTTPError as exc:
+            raise KubernetesError(f"cannot reach the Kubernetes API: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+        except (OSError, ValueError) as exc:
+            raise KubernetesError(f"listing namespaces failed: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+        pages += 1
+        for ns in page.items or []:
+            labels = ns.metadata.labels or {}
+            customer = labels.get(settings.customer_label)
+            if customer is None:
+                continue  # the selector should have filtered it; never bill what we did not ask for
+            if not _CUSTOMER_ID.match(customer):
+                raise KubernetesError(f"namespace {ns.metadata.name}: customer label value {customer!r} is not a valid id")
+            owners[ns.metadata.name] = customer
+        token = page.metadata._continue if page.metadata else None
+        if not token:
+            return owners
+        if pages > 100_000:
+            raise KubernetesError("namespace list did not end after 100000 pages")
+
+
+async def discover_customers(
+    settings: KubernetesSettings, api_client_factory: Callable[[KubernetesSettings], Any] = make_api_client
+) -> dict[str, str]:
+    """{namespace: customer id} for every labeled namespace (runs the client in a thread)."""
+
+    def work() -> dict[str, str]:
+        api_client = api_client_factory(settings)
+        try:
+            return list_customer_namespaces(api_client, settings)
+        finally:
+            close = getattr(api_client, "close", None)
+            if close is not None:
+                close()
+
+    return await asyncio.to_thread(work)

@@ -1,0 +1,74 @@
+"""One exception tree for everything cluster-exporter reports to a user.
+
+    ExporterError                      exit 1 unless said otherwise
+    ├── UsageError                     exit 2: bad flags, bad config, bad times
+    ├── SourceError                    a data source failed: never turn this into a zero
+    │   ├── PrometheusError            unreachable, HTTP error, malformed/partial body, NaN
+    │   └── KubernetesError            API unreachable, kubeconfig missing, bad answer
+    ├── WindowNotReadyError            window end in the future or too recent to be complete
+    ├── NoDataError                    no container samples in the window: a broken pipeline
+    └── DeliveryError                  the billing API did not take a report
+        └── PermanentDeliveryError     a 4xx other than 429: retrying cannot help
+
+Dependencies' exceptions (aiohttp, kubernetes, pydantic) are mapped to these in the module that
+talks to the dependency, with ``raise ... from exc``, so the CLI only has to know this tree.
+Every message is one line; response bodies are cut with ``clip`` before they reach a message.
+"""
+
+from __future__ import annotations
+
+MAX_BODY_IN_MESSAGE = 200
+
+
+def clip(text: str | bytes, limit: int = MAX_BODY_IN_MESSAGE) -> str:
+    """Make a response body safe for a one-line message: decoded, single line, cut to ``limit``."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= limit else one_line[:limit] + "..."
+
+
+class ExporterError(Exception):
+    """Root of every error cluster-exporter raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(ExporterError):
+    """The user asked for something malformed (flags, config, times)."""
+
+    exit_code = 2
+
+
+class SourceError(ExporterError):
+    """A data source failed; the window must not be reported."""
+
+
+class PrometheusError(SourceError):
+    """Prometheus (or a PromQL-compatible engine) failed or answered something unusable."""
+
+
+class KubernetesError(SourceError):
+    """The Kubernetes API failed or could not be reached."""
+
+
+class WindowNotReadyError(ExporterError):
+    """The window has not ended, or ended too recently for its last scrapes to be stored."""
+
+    exit_code = 3
+
+
+class NoDataError(ExporterError):
+    """Prometheus holds no container samples for the window: scraping is broken or data is late."""
+
+    exit_code = 4
+
+
+class DeliveryError(ExporterError):
+    """The billing API did not accept a report (retryable)."""
+
+    exit_code = 5
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The billing API rejected a report for good (4xx other than 429)."""

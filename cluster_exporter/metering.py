@@ -1,0 +1,144 @@
+"""Measure one window: discovery and PromQL together, then pure accounting, then the report.
+
+Whole window or nothing: every query of the window starts at once, all are awaited, and any
+failure fails the window (no partial report, no zero standing in for a failed source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from . import queries as q
+from .accounting import NamespaceOwners, customer_usage, raw_amounts, unit_key
+from .discovery import discover_customers
+from .errors import NoDataError, UsageError, WindowNotReadyError
+from .prometheus import PrometheusClient
+from .report import UsageReport, build_report
+from .settings import KubernetesSettings, Settings
+
+RAW_UNITS_PER_QUERY = 100
+
+Discover = Callable[[KubernetesSettings], Awaitable[dict[str, str]]]
+
+
+def parse_time(text: str) -> datetime:
+    """An RFC 3339 time (``2025-11-20T02:00:00Z``) in UTC, or a UsageError."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"not a time: {text!r} (use RFC 3339, e.g. 2025-11-20T02:00:00Z)") from exc
+    if moment.tzinfo is None:
+        raise UsageError(f"time {text!r} has no timezone (add Z for UTC)")
+    return moment.astimezone(UTC)
+
+
+def window_bounds(window_end: datetime, length: timedelta) -> tuple[datetime, datetime]:
+    """[start, end) of the window ending at ``window_end``, which must sit on a whole hour."""
+    if window_end.minute or window_end.second or window_end.microsecond:
+        raise UsageError(f"window end {window_end.isoformat()} is not on a whole hour")
+    return window_end - length, window_end
+
+
+def check_ready(window_end: datetime, now: datetime, settle: timedelta) -> None:
+    """Refuse windows that have not ended, or ended too recently for their last scrapes."""
+    if window_end > now:
+        raise WindowNotReadyError(f"window ends at {window_end:%Y-%m-%dT%H:%M:%SZ}, in the future")
+    if now < window_end + settle:
+        raise WindowNotReadyError(
+            f"window ended at {window_end:%Y-%m-%dT%H:%M:%SZ}; wait until "
+            f"{window_end + settle:%Y-%m-%dT%H:%M:%SZ} (settle delay {settle}) for its last scrapes"
+        )
+
+
+def all_meters(settings: Settings) -> list[q.Meter]:
+    """Built-in and custom meters, in report order."""
+    return q.builtin_meters(settings.metering) + q.custom_meters(settings.metering)
+
+
+async def measure_window(
+    settings: Settings,
+    window_end: datetime,
+    now: datetime,
+    prometheus: PrometheusClient,
+    discover: Discover = discover_customers,
+) -> UsageReport:
+    """The report for [window_end - window, window_end), or an ExporterError saying why not."""
+    m = settings.metering
+    start, end = window_bounds(window_end, m.window)
+    check_ready(end, now, m.effective_settle_delay)
+    w = q.Window(start.timestamp(), end.timestamp(), m.max_gap.total_seconds(), m.resolution.total_seconds(),
+                 m.series_lookback.total_seconds())
+    at = w.end + w.max_gap  # every query reads data up to here, no further
+    meters = all_meters(settings)
+    meter_queries = {meter.name: q.meter_queries(meter, w) for meter in meters}
+
+    async def vector(query: q.Query) -> list:  # type: ignore[type-arg]
+        return await prometheus.vector(query.name, query.expr, at)
+
+    checks = [q.container_samples_check(w), q.freshness_check(w)]
+    owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
+    flat = [query for qs in meter_queries.values() for query in qs]
+    tasks = [vector(query) for query in [*checks, *flat]]
+    if owners_query is not None:
+        tasks.append(vector(owners_query))
+    results_and_live = await asyncio.gather(discover(settings.kubernetes), *tasks)
+    live, results = results_and_live[0], list(results_and_live[1:])
+
+    samples_in_window, samples_after = results[0], results[1]
+    if not samples_in_window or samples_in_window[0].value == 0:
+        raise NoDataError(
+            f"Prometheus has no container samples in {start:%Y-%m-%dT%H:%M:%SZ}..{end:%H:%M:%SZ}: "
+            "scraping is broken or the data is not in yet; refusing to report idle customers"
+        )
+    if not samples_after or samples_after[0].value == 0:
+        raise WindowNotReadyError(
+            f"Prometheus has no container samples in the {m.max_gap} after the window end yet; "
+            "the window cannot be closed"
+        )
+    by_name = dict(zip([query.name for query in flat], results[2 : 2 + len(flat)], strict=True))
+    historical: dict[str, str] = {}
+    if owners_query is not None:
+        ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
+        for sample in results[-1]:
+            historical[sample.labels.get("namespace", "")] = sample.labels.get(ksm_label, "")
+
+    amounts: dict[str, dict[str, float]] = {}
+    for meter in meters:
+        main = meter_queries[meter.name][0]
+        per_ns: dict[str, float] = {}
+        for sample in by_name[main.name]:
+            ns = sample.labels.get(meter.namespace_label, "")
+            per_ns[ns] = per_ns.get(ns, 0.0) + sample.value
+        irregular = [query for query in meter_queries[meter.name] if query.role == "irregular"]
+        if irregular:
+            units = {unit_key(meter, s.labels) for s in by_name[irregular[0].name]}
+            for ns, value in (await _irregular_amounts(prometheus, meter, units, w, at)).items():
+                per_ns[ns] = per_ns.get(ns, 0.0) + value
+        amounts[meter.name] = per_ns
+
+    usage = customer_usage(meters, amounts, NamespaceOwners(live=live, historical=historical))
+    return build_report(settings.cluster_id, start, end, usage)
+
+
+async def _irregular_amounts(
+    prometheus: PrometheusClient, meter: q.Meter, units: set[tuple[tuple[str, str], ...]], w: q.Window, at: float
+) -> dict[str, float]:
+    """Meter irregular units from their raw samples, a bounded number of units per query."""
+    if not units:
+        return {}
+    ordered = sorted(units)
+    chunks = [ordered[i : i + RAW_UNITS_PER_QUERY] for i in range(0, len(ordered), RAW_UNITS_PER_QUERY)]
+
+    async def fetch(chunk: list[tuple[tuple[str, str], ...]]) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        matchers: dict[str, set[str]] = {}
+        for key in chunk:
+            for label, value in key:
+                matchers.setdefault(label, set()).add(value)
+        query = q.raw_samples_query(meter, w, {k: sorted(v) for k, v in matchers.items()})
+        return [(s.labels, s.samples) for s in await prometheus.matrix(query.name, query.expr, at)]
+
+    fetched = await asyncio.gather(*(fetch(chunk) for chunk in chunks))
+    series = [item for batch in fetched for item in batch]
+    return raw_amounts(meter, series, set(units), w)

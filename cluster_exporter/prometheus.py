@@ -1,0 +1,241 @@
+"""Async PromQL over HTTP: bounded concurrency, timeouts, retries, strict answers.
+
+Every failure becomes a ``PrometheusError`` naming the query: an unreachable server, an HTTP
+error, a body that is not the API's JSON, a result of the wrong type, a warning (Thanos and
+Mimir warn on partial answers), or a NaN/Inf value. Only 5xx, 429, timeouts and connection errors
+are retried; a 4xx (a bad query) is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .errors import PrometheusError, clip
+from .settings import PrometheusSettings
+
+OnQuery = Callable[[str, float, bool], None]  # (query name, seconds, ok)
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of an instant vector: labels and a finite value."""
+
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class Series:
+    """One element of a range vector: labels and (time, value) samples."""
+
+    labels: dict[str, str]
+    samples: list[tuple[float, float]]
+
+
+def _headers(settings: PrometheusSettings) -> dict[str, str]:
+    headers = {"Accept": "application/json", **settings.headers}
+    token = settings.bearer_token
+    if settings.bearer_token_file is not None:
+        try:
+            token = settings.bearer_token_file.read_text().strip()
+        except OSError as exc:
+            raise PrometheusError(f"cannot read prometheus.bearer_token_file: {exc.strerror}") from exc
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _ssl(settings: PrometheusSettings) -> ssl.SSLContext | bool:
+    if settings.insecure_skip_verify:
+        return False
+    if settings.ca_file is not None:
+        try:
+            return ssl.create_default_context(cafile=str(settings.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise PrometheusError(f"cannot load prometheus.ca_file {settings.ca_file}: {exc}") from exc
+    return True
+
+
+class PrometheusClient:
+    """``async with PrometheusClient(settings) as prom: await prom.vector(name, expr, at)``."""
+
+    def __init__(self, settings: PrometheusSettings, on_query: OnQuery | None = None) -> None:
+        self.settings = settings
+        self._on_query = on_query
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        self._session: aiohttp.ClientSession | None = None
+        self.requests_sent = 0
+
+    async def __aenter__(self) -> PrometheusClient:
+        auth = None
+        if self.settings.basic_auth_username is not None:
+            auth = aiohttp.BasicAuth(self.settings.basic_auth_username, self.settings.basic_auth_password or "")
+        self._session = aiohttp.ClientSession(
+            headers=_headers(self.settings),
+            auth=auth,
+            timeout=aiohttp.ClientTimeout(total=self.settings.timeout.total_seconds()),
+            connector=aiohttp.TCPConnector(ssl=_ssl(self.settings), limit=self.settings.max_concurrency),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def vector(self, name: str, expr: str, at: float) -> list[Sample]:
+        """Evaluate an instant query that must answer a vector of finite values."""
+        data = await self._query(name, expr, at)
+        if data.get("resultType") != "vector":
+            raise PrometheusError(f"query {name}: expected a vector, got {data.get('resultType')!r}")
+        out = []
+        for item in _result_list(name, data):
+            value = _finite(name, _pair(name, item.get("value"))[1])
+            out.append(Sample(_labels(name, item), value))
+        return out
+
+    async def matrix(self, name: str, expr: str, at: float) -> list[Series]:
+        """Evaluate a range-vector selector: raw samples per series."""
+        data = await self._query(name, expr, at)
+        if data.get("resultType") != "matrix":
+            raise PrometheusError(f"query {name}: expected a matrix, got {data.get('resultType')!r}")
+        out = []
+        for item in _result_list(name, data):
+            values = item.get("values")
+            if not isinstance(values, list):
+                raise PrometheusError(f"query {name}: malformed matrix element")
+            samples = []
+            for pair in values:
+                t, v = _pair(name, pair)
+                samples.append((t, _finite(name, v)))
+            out.append(Series(_labels(name, item), samples))
+        return out
+
+    async def _query(self, name: str, expr: str, at: float) -> dict[str, Any]:
+        started = time.monotonic()
+        ok = False
+        try:
+            async with self._semaphore:
+                result = await self._with_retries(name, expr, at)
+            ok = True
+            return result
+        finally:
+            if self._on_query is not None:
+                self._on_query(name, time.monotonic() - started, ok)
+
+    async def _with_retries(self, name: str, expr: str, at: float) -> dict[str, Any]:
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            base = wait_exponential_jitter(initial=0.5, max=10)(state)
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                return max(base, min(exc.retry_after, 60.0))
+            return base
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(_Retryable),
+                stop=stop_after_attempt(self.settings.attempts),
+                wait=wait,
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._post(name, expr, at)
+        except _Retryable as exc:
+            raise PrometheusError(
+                f"query {name}: {exc} (gave up after {self.settings.attempts} attempts)"
+            ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post(self, name: str, expr: str, at: float) -> dict[str, Any]:
+        assert self._session is not None, "use PrometheusClient as an async context manager"
+        url = f"{self.settings.url}/api/v1/query"
+        self.requests_sent += 1
+        try:
+            async with self._session.post(url, data={"query": expr, "time": f"{at:.3f}"}) as resp:
+                body = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except TimeoutError as exc:
+            raise _Retryable(f"timed out after {self.settings.timeout.total_seconds():.0f}s") from exc
+        except aiohttp.ClientError as exc:
+            raise _Retryable(f"cannot reach {self.settings.url}: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+        if status == 429 or status >= 500:
+            raise _Retryable(f"HTTP {status} from {self.settings.url}: {clip(body)}", _retry_after(retry_after))
+        try:
+            payload = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PrometheusError(f"query {name}: HTTP {status}, body is not JSON: {clip(body)}") from exc
+        if not isinstance(payload, dict):
+            raise PrometheusError(f"query {name}: HTTP {status}, unexpected body: {clip(body)}")
+        if status != 200 or payload.get("status") != "success":
+            detail = payload.get("error") or clip(body)
+            raise PrometheusError(f"query {name}: HTTP {status}: {payload.get('errorType', 'error')}: {clip(str(detail))}")
+        if payload.get("warnings"):
+            raise PrometheusError(f"query {name}: partial answer, warnings: {clip('; '.join(map(str, payload['warnings'])))}")
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise PrometheusError(f"query {name}: answer has no data")
+        return data
+
+
+def _retry_after(header: str | None) -> float | None:
+    if header is None:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None
+
+
+def _result_list(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    result = data.get("result")
+    if not isinstance(result, list) or not all(isinstance(i, dict) for i in result):
+        raise PrometheusError(f"query {name}: malformed result")
+    return result
+
+
+def _labels(name: str, item: dict[str, Any]) -> dict[str, str]:
+    metric = item.get("metric")
+    if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
+        raise PrometheusError(f"query {name}: malformed labels")
+    return metric
+
+
+def _pair(name: str, pair: Any) -> tuple[float, str]:
+    if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+        raise PrometheusError(f"query {name}: malformed sample {clip(str(pair))}")
+    try:
+        return float(pair[0]), pair[1]
+    except (TypeError, ValueError) as exc:
+        raise PrometheusError(f"query {name}: malformed timestamp {clip(str(pair))}") from exc
+
+
+def _finite(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise PrometheusError(f"query {name}: value {clip(text)!r} is not a number") from exc
+    if not math.isfinite(value):
+        raise PrometheusError(f"query {name}: value is {text}; refusing to meter a non-finite number")
+    return value

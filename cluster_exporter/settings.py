@@ -1,0 +1,409 @@
+"""Settings, grouped by concern, from flags > environment > config file > defaults.
+
+Every field documents itself (``description``) because docs/configuration.md is generated from this
+module (``cluster-exporter config-reference``). Functions receive a ``Settings`` (or one group of
+it) as an argument; nothing else in the package reads the environment.
+
+Environment names: each field is read from ``<GROUP>_<FIELD>`` (``PROMETHEUS_URL``,
+``BILLING_API_URL``, ``KUBERNETES_KUBECONFIG``), plus the original design's names where it had
+one (``CLUSTER_ID`` or ``INSTANCE_ID``, ``CUSTOMER_LABEL``, ``KUBECONFIG``). Lists and tables are
+JSON in the environment. The config file (``--config`` / ``CONFIG_FILE``) is TOML with one table
+per group, e.g. ``[metering]`` and ``[[metering.custom_meters]]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import UsageError
+
+_DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?\s*(?:(\d+)ms)?\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept ``90s``, ``5m``, ``1h30m``, ``250ms``, a number of seconds or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        match = _DURATION_RE.match(text)
+        if match and any(match.groups()):
+            hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+            return timedelta(hours=hours, minutes=minutes, seconds=seconds, milliseconds=millis)
+    raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 5m, 1h)")
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be positive")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+
+def _json_if_str(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected JSON, got {value[:60]!r}") from exc
+    return value
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class PrometheusSettings(_Group):
+    """Where and how to query PromQL."""
+
+    url: str = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
+    timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one PromQL HTTP request.")
+    max_concurrency: int = Field(4, ge=1, le=64, description="PromQL requests in flight at once.")
+    attempts: int = Field(4, ge=1, le=20, description="Tries per PromQL request (5xx, 429, timeouts, connection errors).")
+    bearer_token: str | None = Field(None, description="Bearer token sent to the PromQL engine.", repr=False)
+    bearer_token_file: Path | None = Field(None, description="File holding the bearer token (re-read per run).")
+    basic_auth_username: str | None = Field(None, description="Basic-auth user for the PromQL engine.")
+    basic_auth_password: str | None = Field(None, description="Basic-auth password.", repr=False)
+    headers: Annotated[dict[str, str], BeforeValidator(_json_if_str)] = Field(
+        default_factory=dict, description='Extra HTTP headers, e.g. {"X-Scope-OrgID": "tenant-a"} for Mimir/Cortex.'
+    )
+    ca_file: Path | None = Field(None, description="CA bundle to verify the engine's TLS certificate.")
+    insecure_skip_verify: bool = Field(False, description="Do not verify TLS certificates (testing only).")
+    query_split: int = Field(
+        1, ge=1, le=64, description="Split each namespace-level query into this many shards (engines with a query-size limit)."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value.rstrip("/")
+
+
+class KubernetesSettings(_Group):
+    """How customers are discovered."""
+
+    kubeconfig: Path | None = Field(
+        None, description="Kubeconfig file; without it the in-cluster config is used (inside a pod)."
+    )
+    context: str | None = Field(None, description="Kubeconfig context to use (default: the current one).")
+    customer_label: str = Field(
+        "billing.example.com/customer-id",
+        description="Namespace label whose value is the customer id. Unlabeled namespaces are never billed.",
+    )
+    page_size: int = Field(500, ge=1, le=10000, description="Namespaces per list page (the API's limit/continue).")
+    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one Kubernetes API request.")
+
+    @field_validator("customer_label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not re.fullmatch(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?", value):
+            raise ValueError(f"not a Kubernetes label key: {value!r}")
+        return value
+
+
+class CustomMeter(_Group):
+    """An operator-defined meter, reported under ``name`` in every usage record."""
+
+    name: str = Field(description="Key in the usage record (snake_case).")
+    type: Literal["counter", "gauge"] = Field(
+        "counter", description="counter: exact increase in the window; gauge: time integral in value-hours."
+    )
+    selector: str | None = Field(
+        None, description='Series selector metered exactly like the built-ins, e.g. pg_stat_database_xact_commit{datname!=""}.'
+    )
+    query: str | None = Field(
+        None,
+        description="Instead of selector: a PromQL template answering one value per namespace; placeholders "
+        "{window}, {window_start}, {window_end} (unix seconds) and {namespace_label}.",
+    )
+    namespace_label: str = Field("namespace", description="Label that carries the tenant namespace.")
+    multiplier: float = Field(1.0, description="Factor applied to the metered amount (e.g. unit conversion).")
+    integer: bool = Field(False, description="Round the reported amount to a whole number.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):
+            raise ValueError(f"meter name must be snake_case: {value!r}")
+        if value in BUILTIN_METERS or value in ("customer_id", "namespaces"):
+            raise ValueError(f"meter name {value!r} is taken by a built-in field")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CustomMeter:
+        if (self.selector is None) == (self.query is None):
+            raise ValueError(f"custom meter {self.name!r}: give exactly one of selector or query")
+        return self
+
+
+BUILTIN_METERS = (
+    "cpu_hours",
+    "memory_gb_hours",
+    "network_bytes_sent",
+    "network_bytes_received",
+    "storage_gb_hours",
+    "http_requests",
+)
+
+DEFAULT_DEDUP_LABELS = [
+    "job",
+    "instance",
+    "node",
+    "endpoint",
+    "service",
+    "metrics_path",
+    "prometheus",
+    "prometheus_replica",
+    "replica",
+]
+
+
+class MeteringSettings(_Group):
+    """What a window is and how samples become amounts."""
+
+    window: Duration = Field(timedelta(hours=1), description="Length of a billing window (whole hours).")
+    scrape_interval: Duration = Field(
+        timedelta(seconds=15), description="Scrape interval of cAdvisor/kubelet in Prometheus (used for checks)."
+    )
+    max_gap: Duration = Field(
+        timedelta(seconds=90),
+        description="Longest gap between two samples that is bridged (a series still alive). At most 5m, "
+        "Prometheus' default lookback delta.",
+    )
+    resolution: Duration = Field(
+        timedelta(seconds=5),
+        description="Subquery step used to find first samples; must be shorter than the scrape interval.",
+    )
+    series_lookback: Duration = Field(
+        timedelta(hours=2),
+        description="How far before a window start a counter's last sample is looked for. A series silent for "
+        "longer is treated as new (counted from zero).",
+    )
+    settle_delay: Duration | None = Field(
+        None,
+        description="How long after its end a window may be reported (samples after the end are needed to "
+        "interpolate). Default: max_gap + 2 scrape intervals.",
+    )
+    http_source: Literal["nginx", "istio", "none"] = Field(
+        "nginx", description="Where http_requests comes from: nginx-ingress, Istio, or not metered."
+    )
+    nginx_namespace_label: str = Field(
+        "exported_namespace",
+        description="Label of nginx_ingress_controller_requests holding the Ingress' namespace (exported_namespace "
+        "when Prometheus renamed it, namespace with honorLabels).",
+    )
+    dedup_labels: Annotated[list[str], BeforeValidator(_json_if_str)] = Field(
+        default_factory=lambda: list(DEFAULT_DEDUP_LABELS),
+        description="Labels that only tell copies of one series apart (two scrape jobs, HA Prometheus replicas); "
+        "copies are counted once.",
+    )
+    network_interfaces_excluded: str = Field(
+        "lo", description="Regex of network interfaces not billed."
+    )
+    namespace_labels_metric: bool = Field(
+        True,
+        description="Read kube-state-metrics' kube_namespace_labels to bill namespaces deleted during a window.",
+    )
+    custom_meters: Annotated[list[CustomMeter], BeforeValidator(_json_if_str)] = Field(
+        default_factory=list, description="Operator-defined meters (see docs/metering.md)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MeteringSettings:
+        hour = timedelta(hours=1)
+        if self.window % hour:
+            raise ValueError("metering.window must be a whole number of hours")
+        if self.max_gap > timedelta(minutes=5):
+            raise ValueError("metering.max_gap must be at most 5m (Prometheus' lookback delta)")
+        if self.max_gap < self.scrape_interval:
+            raise ValueError("metering.max_gap must be at least one scrape interval")
+        if self.resolution >= self.scrape_interval:
+            raise ValueError("metering.resolution must be shorter than metering.scrape_interval")
+        if timedelta(seconds=1) % self.resolution and self.resolution % timedelta(seconds=1):
+            raise ValueError("metering.resolution must be whole seconds or divide a second")
+        if self.series_lookback <= self.window + self.max_gap:
+            raise ValueError("metering.series_lookback must be longer than window + max_gap")
+        names = [m.name for m in self.custom_meters]
+        if len(names) != len(set(names)):
+            raise ValueError("custom meter names must be unique")
+        return self
+
+    @property
+    def effective_settle_delay(self) -> timedelta:
+        """The settle delay, defaulted from max_gap and the scrape interval."""
+        return self.settle_delay or (self.max_gap + 2 * self.scrape_interval)
+
+
+class BillingApiSettings(_Group):
+    """Where reports go."""
+
+    url: str | None = Field(None, description="Base URL of the billing API (POST {url}/api/usage/report).")
+    token: str | None = Field(None, description="Bearer token of this cluster at the billing API.", repr=False)
+    token_file: Path | None = Field(None, description="File holding the bearer token (a mounted Secret).")
+    timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one delivery request.")
+
+    def resolved_token(self) -> str | None:
+        """The token, read from token_file when one is given."""
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text().strip()
+            except OSError as exc:
+                raise UsageError(f"cannot read billing_api.token_file {self.token_file}: {exc.strerror}") from exc
+        return self.token
+
+
+class Settings(BaseSettings):
+    """All settings of one cluster-exporter process."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, env_nested_delimiter="__")
+
+    cluster_id: str = Field(
+        "", description="This cluster's id at the billing API (env CLUSTER_ID, or INSTANCE_ID as in the original design)."
+    )
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)  # type: ignore[arg-type]
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)  # type: ignore[arg-type]
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)  # type: ignore[arg-type]
+    billing_api: BillingApiSettings = Field(default_factory=BillingApiSettings)  # type: ignore[arg-type]
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _cluster_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError(f"cluster id must be 1-63 characters of letters, digits, '.', '_', '-': {value!r}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) beat GROUP_FIELD environment names, which beat GROUP__FIELD, which beat the file.
+        return (init_settings, _FlatEnvSource(settings_cls), env_settings, _ConfigFileSource(settings_cls))
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "prometheus": PrometheusSettings,
+    "kubernetes": KubernetesSettings,
+    "metering": MeteringSettings,
+    "billing_api": BillingApiSettings,
+}
+
+# The original design's environment names, and other names users already have set.
+ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "cluster_id": ("CLUSTER_ID", "INSTANCE_ID"),
+    "kubernetes.customer_label": ("CUSTOMER_LABEL",),
+    "kubernetes.kubeconfig": ("KUBECONFIG",),
+}
+
+
+def env_names(path: str) -> tuple[str, ...]:
+    """Environment variable names for a dotted settings path, most specific first."""
+    primary = path.replace(".", "_").upper()
+    return (primary, *[a for a in ENV_ALIASES.get(path, ()) if a != primary])
+
+
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        if name in GROUPS:
+            group_values = {}
+            for field in GROUPS[name].model_fields:
+                for env in env_names(f"{name}.{field}"):
+                    if environ.get(env, "") != "":
+                        group_values[field] = environ[env]
+                        break
+            if group_values:
+                values[name] = group_values
+        else:
+            for env in env_names(name):
+                if environ.get(env, "") != "":
+                    values[name] = environ[env]
+                    break
+    return values
+
+
+class _FlatEnvSource(PydanticBaseSettingsSource):
+    """``PROMETHEUS_URL``-style names and the original design's aliases (see ``ENV_ALIASES``)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return _from_environ(os.environ)
+
+
+_config_file: ContextVar[Path | None] = ContextVar("cluster_exporter_config_file", default=None)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML file named by ``--config`` or ``CONFIG_FILE``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        if path is None and os.environ.get("CONFIG_FILE"):
+            path = Path(os.environ["CONFIG_FILE"])
+        return _read_config_file(path) if path else {}
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming the first bad setting and why."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    more = f" ({len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"invalid setting {where}: {first['msg']}{more}"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, config_file: Path | None = None) -> Settings:
+    """Build Settings: ``overrides`` (flags, nested dict) beat the environment, which beats the config file."""
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc)) from exc
+    finally:
+        _config_file.reset(token)
