@@ -9,6 +9,7 @@ behaviour the tests check.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ def counter_usage(samples: Samples, w: Window) -> float:
         return 0.0
     times = [t for t, _ in samples]
     total = _counter_at(samples, times, w.end, w) - _counter_at(samples, times, w.start, w)
-    for (tp, vp), (tc, vc) in zip(samples, samples[1:], strict=False):
+    for (tp, vp), (tc, vc) in itertools.pairwise(samples):
         if vc < vp and w.start < tc <= w.end and tp >= w.start - w.lookback:
             total += vp
     return total
@@ -59,7 +60,7 @@ def gauge_usage(samples: Samples, w: Window) -> float:
     does not exist.
     """
     total = 0.0
-    for (ta, va), (tb, vb) in zip(samples, samples[1:], strict=False):
+    for (ta, va), (tb, vb) in itertools.pairwise(samples):
         if tb - ta > w.max_gap:
             continue
         lo, hi = max(ta, w.start), min(tb, w.end)
@@ -123,7 +124,8 @@ class NamespaceOwners:
 
     def owner(self, namespace: str) -> str | None:
         """The customer billed for a namespace's usage, or None (never billed)."""
-        return self.live.get(namespace) or self.historical.get(namespace)
+        owner = self.live.get(namespace) or self.historical.get(namespace)
+        return owner or None
 
 
 def customer_usage(
@@ -143,12 +145,12 @@ def customer_usage(
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for meter in meters:
         for namespace, value in amounts.get(meter.name, {}).items():
-            customer = owners.owner(namespace)
-            if customer is None:
+            owner = owners.owner(namespace)
+            if owner is None:
                 continue
             if value != 0:
-                namespaces[customer].add(namespace)
-            totals[customer][meter.name] += value
+                namespaces[owner].add(namespace)
+            totals[owner][meter.name] += value
     out: dict[str, dict[str, object]] = {}
     for customer in sorted(namespaces):
         record: dict[str, object] = {"namespaces": sorted(namespaces[customer])}

@@ -1,8 +1,8 @@
 """Command line: parse, call one function, turn an ExporterError into one line and an exit code.
 
-    cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
-    cluster-exporter demo [--format table|json]
-    cluster-exporter config-reference
+cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
+cluster-exporter demo [--format table|json]
+cluster-exporter config-reference
 """
 
 from __future__ import annotations
@@ -95,8 +95,11 @@ def _run_report(args: argparse.Namespace, settings: Settings) -> int:
     if args.dry_run:
         print(render(report.model_dump(mode="json"), args.format))
     else:
-        print(f"sent report {report.report_id} for {report.window_start:%Y-%m-%dT%H:%M:%SZ}: "
-              f"{len(report.usage)} customers", file=sys.stderr)
+        print(
+            f"sent report {report.report_id} for {report.window_start:%Y-%m-%dT%H:%M:%SZ}: "
+            f"{len(report.usage)} customers",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -108,13 +111,19 @@ def render(report: dict[str, Any], fmt: str) -> str:
     meters = [k for k in (rows[0] if rows else {}) if k not in ("customer_id", "namespaces")]
     header = ["customer", "namespaces", *meters]
     lines = [header] + [
-        [r["customer_id"], ",".join(r["namespaces"]), *(f"{r[m]:.4f}" if isinstance(r[m], float) else str(r[m]) for m in meters)]
+        [
+            r["customer_id"],
+            ",".join(r["namespaces"]),
+            *(f"{r[m]:.4f}" if isinstance(r[m], float) else str(r[m]) for m in meters),
+        ]
         for r in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     title = f"{report['cluster_id']}  {report['window_start']} .. {report['window_end']}  ({report['report_id']})"
-    body = "\n".join("  ".join(cell.rjust(widths[i]) if i > 1 else cell.ljust(widths[i]) for i, cell in enumerate(line))
-                     for line in lines)
+    body = "\n".join(
+        "  ".join(cell.rjust(widths[i]) if i > 1 else cell.ljust(widths[i]) for i, cell in enumerate(line))
+        for line in lines
+    )
     return f"{title}\n{body}"
 
 

@@ -18,7 +18,9 @@ async def post_report(settings: BillingApiSettings, report: UsageReport) -> None
         headers["Authorization"] = f"Bearer {token}"
     url = f"{settings.url.rstrip('/')}/api/usage/report"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.timeout.total_seconds())) as session:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.timeout.total_seconds())
+        ) as session:
             async with session.post(url, data=report.to_json().encode(), headers=headers) as resp:
                 body = await resp.read()
                 if resp.status in (200, 201):

@@ -31,8 +31,7 @@ def make_api_client(settings: KubernetesSettings) -> Any:
             path = Path(settings.kubeconfig).expanduser()
             if not path.is_file():
                 raise KubernetesError(f"kubeconfig {path} does not exist")
-            config.load_kube_config(config_file=str(path), context=settings.context,
-                                    client_configuration=configuration)
+            config.load_kube_config(config_file=str(path), context=settings.context, client_configuration=configuration)
         else:
             try:
                 config.load_incluster_config(client_configuration=configuration)
@@ -43,7 +42,9 @@ def make_api_client(settings: KubernetesSettings) -> Any:
     except ConfigException as exc:
         raise KubernetesError(f"bad kubeconfig: {clip(str(exc))}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise KubernetesError(f"bad kubeconfig {settings.kubeconfig}: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+        raise KubernetesError(
+            f"bad kubeconfig {settings.kubeconfig}: {exc.__class__.__name__}: {clip(str(exc))}"
+        ) from exc
     configuration.retries = 2  # urllib3's own retries on connection errors; fail fast after that
     return client.ApiClient(configuration)
 
@@ -69,20 +70,27 @@ def list_customer_namespaces(api_client: Any, settings: KubernetesSettings) -> d
                 kwargs["_continue"] = token
             page = api.list_namespace(**kwargs)
         except ApiException as exc:
-            raise KubernetesError(f"listing namespaces: HTTP {exc.status} {exc.reason}: {clip(exc.body or '')}") from exc
+            raise KubernetesError(
+                f"listing namespaces: HTTP {exc.status} {exc.reason}: {clip(exc.body or '')}"
+            ) from exc
         except HTTPError as exc:
-            raise KubernetesError(f"cannot reach the Kubernetes API: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+            raise KubernetesError(
+                f"cannot reach the Kubernetes API: {exc.__class__.__name__}: {clip(str(exc))}"
+            ) from exc
         except (OSError, ValueError) as exc:
             raise KubernetesError(f"listing namespaces failed: {exc.__class__.__name__}: {clip(str(exc))}") from exc
         pages += 1
         for ns in page.items or []:
+            if ns.metadata is None or not ns.metadata.name:
+                raise KubernetesError("namespace list holds an item without a name")
+            name: str = ns.metadata.name
             labels = ns.metadata.labels or {}
             customer = labels.get(settings.customer_label)
             if customer is None:
                 continue  # the selector should have filtered it; never bill what we did not ask for
             if not _CUSTOMER_ID.match(customer):
-                raise KubernetesError(f"namespace {ns.metadata.name}: customer label value {customer!r} is not a valid id")
-            owners[ns.metadata.name] = customer
+                raise KubernetesError(f"namespace {name}: customer label value {customer!r} is not a valid id")
+            owners[name] = customer
         token = page.metadata._continue if page.metadata else None
         if not token:
             return owners

@@ -7,20 +7,21 @@ failure fails the window (no partial report, no zero standing in for a failed so
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from . import queries as q
 from .accounting import NamespaceOwners, customer_usage, raw_amounts, unit_key
 from .discovery import discover_customers
-from .errors import NoDataError, UsageError, WindowNotReadyError
-from .prometheus import PrometheusClient
+from .errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
+from .prometheus import PrometheusClient, Sample
 from .report import UsageReport, build_report
 from .settings import KubernetesSettings, Settings
 
 RAW_UNITS_PER_QUERY = 100
 
-Discover = Callable[[KubernetesSettings], Awaitable[dict[str, str]]]
+Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 
 
 def parse_time(text: str) -> datetime:
@@ -68,23 +69,32 @@ async def measure_window(
     m = settings.metering
     start, end = window_bounds(window_end, m.window)
     check_ready(end, now, m.effective_settle_delay)
-    w = q.Window(start.timestamp(), end.timestamp(), m.max_gap.total_seconds(), m.resolution.total_seconds(),
-                 m.series_lookback.total_seconds())
+    w = q.Window(
+        start.timestamp(),
+        end.timestamp(),
+        m.max_gap.total_seconds(),
+        m.resolution.total_seconds(),
+        m.series_lookback.total_seconds(),
+    )
     at = w.end + w.max_gap  # every query reads data up to here, no further
     meters = all_meters(settings)
     meter_queries = {meter.name: q.meter_queries(meter, w) for meter in meters}
 
-    async def vector(query: q.Query) -> list:  # type: ignore[type-arg]
+    async def vector(query: q.Query) -> list[Sample]:
         return await prometheus.vector(query.name, query.expr, at)
 
     checks = [q.container_samples_check(w), q.freshness_check(w)]
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
     flat = [query for qs in meter_queries.values() for query in qs]
-    tasks = [vector(query) for query in [*checks, *flat]]
-    if owners_query is not None:
-        tasks.append(vector(owners_query))
-    results_and_live = await asyncio.gather(discover(settings.kubernetes), *tasks)
-    live, results = results_and_live[0], list(results_and_live[1:])
+    everything = [*checks, *flat, *([owners_query] if owners_query is not None else [])]
+    try:
+        async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
+            live_task = group.create_task(discover(settings.kubernetes))
+            tasks = [group.create_task(vector(query)) for query in everything]
+    except BaseExceptionGroup as failures:
+        raise _first_exporter_error(failures) from None
+    live = live_task.result()
+    results = [task.result() for task in tasks]
 
     samples_in_window, samples_after = results[0], results[1]
     if not samples_in_window or samples_in_window[0].value == 0:
@@ -120,6 +130,18 @@ async def measure_window(
 
     usage = customer_usage(meters, amounts, NamespaceOwners(live=live, historical=historical))
     return build_report(settings.cluster_id, start, end, usage)
+
+
+def _first_exporter_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first ExporterError in a task group's failures (else the group itself: a bug)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_exporter_error(exc)
+            if isinstance(inner, ExporterError):
+                return inner
+        elif isinstance(exc, ExporterError):
+            return exc
+    return group
 
 
 async def _irregular_amounts(

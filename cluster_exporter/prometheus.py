@@ -162,9 +162,7 @@ class PrometheusClient:
                 with attempt:
                     return await self._post(name, expr, at)
         except _Retryable as exc:
-            raise PrometheusError(
-                f"query {name}: {exc} (gave up after {self.settings.attempts} attempts)"
-            ) from exc
+            raise PrometheusError(f"query {name}: {exc} (gave up after {self.settings.attempts} attempts)") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(self, name: str, expr: str, at: float) -> dict[str, Any]:
@@ -190,9 +188,13 @@ class PrometheusClient:
             raise PrometheusError(f"query {name}: HTTP {status}, unexpected body: {clip(body)}")
         if status != 200 or payload.get("status") != "success":
             detail = payload.get("error") or clip(body)
-            raise PrometheusError(f"query {name}: HTTP {status}: {payload.get('errorType', 'error')}: {clip(str(detail))}")
+            raise PrometheusError(
+                f"query {name}: HTTP {status}: {payload.get('errorType', 'error')}: {clip(str(detail))}"
+            )
         if payload.get("warnings"):
-            raise PrometheusError(f"query {name}: partial answer, warnings: {clip('; '.join(map(str, payload['warnings'])))}")
+            raise PrometheusError(
+                f"query {name}: partial answer, warnings: {clip('; '.join(map(str, payload['warnings'])))}"
+            )
         data = payload.get("data")
         if not isinstance(data, dict):
             raise PrometheusError(f"query {name}: answer has no data")

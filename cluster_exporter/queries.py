@@ -87,30 +87,70 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
     # container. cpu="total" (or no cpu label) leaves out per-CPU series of old cAdvisors.
     containers = 'container!="",container!="POD"'
     meters = [
-        Meter("cpu_hours", "counter", f'container_cpu_usage_seconds_total{{{containers},cpu=~"total|"}}',
-              dedup=dedup, scale=3600.0),
-        Meter("memory_gb_hours", "gauge", f"container_memory_working_set_bytes{{{containers}}}",
-              dedup=dedup, scale=GIB_SECONDS_PER_GIB_HOUR),
+        Meter(
+            "cpu_hours",
+            "counter",
+            f'container_cpu_usage_seconds_total{{{containers},cpu=~"total|"}}',
+            dedup=dedup,
+            scale=3600.0,
+        ),
+        Meter(
+            "memory_gb_hours",
+            "gauge",
+            f"container_memory_working_set_bytes{{{containers}}}",
+            dedup=dedup,
+            scale=GIB_SECONDS_PER_GIB_HOUR,
+        ),
     ]
     # The pod's network namespace shows on the pod cgroup and on the pause container (and, on
     # some runtimes, on every container): take one view per pod and interface.
     net = f'container=~"|POD",interface!~"{settings.network_interfaces_excluded}"'
-    for name, metric in (("network_bytes_sent", "container_network_transmit_bytes_total"),
-                         ("network_bytes_received", "container_network_receive_bytes_total")):
-        meters.append(Meter(name, "counter", f"{metric}{{{net}}}", dedup=dedup, prefer=("container", ("", "POD")),
-                            unit=("namespace", "pod", "interface"), integer=True))
+    for name, metric in (
+        ("network_bytes_sent", "container_network_transmit_bytes_total"),
+        ("network_bytes_received", "container_network_receive_bytes_total"),
+    ):
+        meters.append(
+            Meter(
+                name,
+                "counter",
+                f"{metric}{{{net}}}",
+                dedup=dedup,
+                prefer=("container", ("", "POD")),
+                unit=("namespace", "pod", "interface"),
+                integer=True,
+            )
+        )
     # One series per PVC and kubelet; an RWX volume mounted on several nodes is reported by each.
-    meters.append(Meter("storage_gb_hours", "gauge", "kubelet_volume_stats_used_bytes",
-                        dedup=dedup, scale=GIB_SECONDS_PER_GIB_HOUR))
+    meters.append(
+        Meter(
+            "storage_gb_hours", "gauge", "kubelet_volume_stats_used_bytes", dedup=dedup, scale=GIB_SECONDS_PER_GIB_HOUR
+        )
+    )
     # Each ingress replica (pod/instance) counts its own requests: never merge replicas.
     replica_safe = tuple(label for label in dedup if label not in ("instance", "node", "pod"))
     if settings.http_source == "nginx":
-        meters.append(Meter("http_requests", "counter", "nginx_ingress_controller_requests",
-                            namespace_label=settings.nginx_namespace_label, dedup=replica_safe, integer=True))
+        meters.append(
+            Meter(
+                "http_requests",
+                "counter",
+                "nginx_ingress_controller_requests",
+                namespace_label=settings.nginx_namespace_label,
+                dedup=replica_safe,
+                integer=True,
+            )
+        )
     elif settings.http_source == "istio":
         # Both sidecars report each request (reporter="source" and "destination"): count the server's.
-        meters.append(Meter("http_requests", "counter", 'istio_requests_total{reporter="destination"}',
-                            namespace_label="destination_service_namespace", dedup=replica_safe, integer=True))
+        meters.append(
+            Meter(
+                "http_requests",
+                "counter",
+                'istio_requests_total{reporter="destination"}',
+                namespace_label="destination_service_namespace",
+                dedup=replica_safe,
+                integer=True,
+            )
+        )
     return meters
 
 
@@ -126,8 +166,16 @@ def custom_meters(settings: MeteringSettings) -> list[Meter]:
 
 def _custom(m: CustomMeter, scale: float) -> Meter:
     dedup = ("prometheus", "prometheus_replica", "replica")
-    return Meter(m.name, m.type, m.selector or "", namespace_label=m.namespace_label, dedup=dedup, scale=scale,
-                 integer=m.integer, template=m.query)
+    return Meter(
+        m.name,
+        m.type,
+        m.selector or "",
+        namespace_label=m.namespace_label,
+        dedup=dedup,
+        scale=scale,
+        integer=m.integer,
+        template=m.query,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,8 +237,10 @@ def _first_arrival_value(sel: str, lo: float, hi: float, first_time: str, w: Win
     K times its step. K makes one step outweigh the largest difference between any two values.
     """
     r = w.resolution
-    spread = (f"scalar(max(max_over_time({sel}[{_d(hi - lo - 0.001)}] @ {_t(hi)})) "
-              f"- min(min_over_time({sel}[{_d(hi - lo - 0.001)}] @ {_t(hi)})))")
+    spread = (
+        f"scalar(max(max_over_time({sel}[{_d(hi - lo - 0.001)}] @ {_t(hi)})) "
+        f"- min(min_over_time({sel}[{_d(hi - lo - 0.001)}] @ {_t(hi)})))"
+    )
     k = f"((2 * {spread} + 1) / {r})"
     arrivals = f"last_over_time({sel}[{_d(r - 0.001)}])"
     weighted = f"max_over_time(({arrivals} - {k} * (time() - {_t(lo)}))[{_d(hi - lo - 0.001)}:{_d(r)}] @ {_t(hi)})"
@@ -238,13 +288,12 @@ def gauge_usage(sel: str, w: Window) -> str:
     p = _gauge_parts(sel, w)
     t0, t1, g, r = w.start, w.end, w.max_gap, w.resolution
     zero = f"({p['n']} * 0)"
-    held = (f"({p['held_sum']} - ((({r} * ({p['vb0']}) * ({p['n_pre']}))) or {zero})"
-            f" - {r} * ({p['vl']}) * ({p['n_post']}))")
-    skew = (f"(((({p['tl']}) - ({p['tf']})) / (({p['n']}) - 1) * (({p['vl']}) - ({p['vf']})) / 2)"
-            f" and (({p['n']}) > 1))")
+    held = (
+        f"({p['held_sum']} - ((({r} * ({p['vb0']}) * ({p['n_pre']}))) or {zero}) - {r} * ({p['vl']}) * ({p['n_post']}))"
+    )
+    skew = f"(((({p['tl']}) - ({p['tf']})) / (({p['n']}) - 1) * (({p['vl']}) - ({p['vf']})) / 2) and (({p['n']}) > 1))"
     interior = f"({held} + ({skew} or {zero}))"
-    at_t0 = (f"(({p['vb0']}) + (({p['vf']}) - ({p['vb0']})) * ({_t(t0)} - ({p['tb0']}))"
-             f" / (({p['tf']}) - ({p['tb0']})))")
+    at_t0 = f"(({p['vb0']}) + (({p['vf']}) - ({p['vb0']})) * ({_t(t0)} - ({p['tb0']})) / (({p['tf']}) - ({p['tb0']})))"
     left = f"((({p['tf']}) - {_t(t0)}) * ({at_t0} + ({p['vf']})) / 2 and ((({p['tf']}) - ({p['tb0']})) <= {g}))"
     at_t1 = f"(({p['vl']}) + (({p['va1']}) - ({p['vl']})) * ({_t(t1)} - ({p['tl']})) / (({p['ta1']}) - ({p['tl']})))"
     right = f"(({_t(t1)} - ({p['tl']})) * (({p['vl']}) + {at_t1}) / 2 and ((({p['ta1']}) - ({p['tl']})) <= {g}))"
@@ -270,7 +319,7 @@ def _prefer_views(per_series: str, meter: Meter) -> str:
     """One view per unit: the first value of meter.prefer's label that a unit has."""
     assert meter.prefer and meter.unit
     label, values = meter.prefer
-    views = [f'{_merge_copies(per_series.replace("__VIEW__", f",{label}={_quote(v)}"), meter)}' for v in values]
+    views = [f"{_merge_copies(per_series.replace('__VIEW__', f',{label}={_quote(v)}'), meter)}" for v in values]
     return f" or on({_without(meter.unit)}) ".join(f"({v})" for v in views)
 
 
@@ -341,22 +390,29 @@ def _regex_union(values: Sequence[str]) -> str:
 def container_samples_check(w: Window) -> Query:
     """How many container CPU series have samples in the window (0: scraping is broken)."""
     sel = 'container_cpu_usage_seconds_total{container!="",container!="POD"}'
-    return Query("container_samples", f"count(count_over_time({sel}[{_d(w.length - 0.001)}] @ {_t(w.end)}))",
-                 "check", "check")
+    return Query(
+        "container_samples", f"count(count_over_time({sel}[{_d(w.length - 0.001)}] @ {_t(w.end)}))", "check", "check"
+    )
 
 
 def freshness_check(w: Window) -> Query:
     """How many container series have a sample after the window end (0: data is not in yet)."""
     sel = 'container_cpu_usage_seconds_total{container!="",container!="POD"}'
-    return Query("samples_after_window",
-                 f"count(count_over_time({sel}[{_d(w.max_gap)}] @ {_t(w.end + w.max_gap)}))", "check", "check")
+    return Query(
+        "samples_after_window",
+        f"count(count_over_time({sel}[{_d(w.max_gap)}] @ {_t(w.end + w.max_gap)}))",
+        "check",
+        "check",
+    )
 
 
 def namespace_owners(label_key: str, w: Window) -> Query:
     """kube-state-metrics' record of each namespace's customer label during the window."""
     ksm_label = ksm_label_name(label_key)
-    expr = (f'max by (namespace, {ksm_label}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}'
-            f"[{_d(w.length + w.max_gap)}] @ {_t(w.end + w.max_gap)}))")
+    expr = (
+        f'max by (namespace, {ksm_label}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}'
+        f"[{_d(w.length + w.max_gap)}] @ {_t(w.end + w.max_gap)}))"
+    )
     return Query("namespace_owners", expr, "namespaces", "namespaces", ("namespace", ksm_label))
 
 

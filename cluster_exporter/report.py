@@ -102,7 +102,7 @@ class UsageReport(BaseModel):
 def round_amount(meter: str, value: float, integer: bool = False) -> float | int:
     """Round an amount the way reports carry it."""
     if meter in INTEGER_METERS or integer:
-        return int(round(value))
+        return round(value)
     rounded = round(value, AMOUNT_DECIMALS)
     return 0.0 if rounded == 0 else rounded
 
@@ -114,10 +114,7 @@ def build_report(
     usage_by_customer: dict[str, dict[str, Any]],
 ) -> UsageReport:
     """Assemble a report from ``{customer_id: {"namespaces": [...], meter: amount, ...}}``."""
-    usage = [
-        CustomerUsage(customer_id=customer, **fields)
-        for customer, fields in sorted(usage_by_customer.items())
-    ]
+    usage = [CustomerUsage(customer_id=customer, **fields) for customer, fields in sorted(usage_by_customer.items())]
     return UsageReport(
         report_id=report_id(cluster_id, window_start, window_end),
         cluster_id=cluster_id,

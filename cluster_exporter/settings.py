@@ -37,7 +37,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import UsageError
 
-_DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?\s*(?:(\d+)ms)?\s*$")
+_DURATION_RE = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?\s*(?:(\d+)ms)?\s*$"
+)
 
 
 def parse_duration(value: Any) -> Any:
@@ -85,7 +87,9 @@ class PrometheusSettings(_Group):
     url: str = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
     timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one PromQL HTTP request.")
     max_concurrency: int = Field(4, ge=1, le=64, description="PromQL requests in flight at once.")
-    attempts: int = Field(4, ge=1, le=20, description="Tries per PromQL request (5xx, 429, timeouts, connection errors).")
+    attempts: int = Field(
+        4, ge=1, le=20, description="Tries per PromQL request (5xx, 429, timeouts, connection errors)."
+    )
     bearer_token: str | None = Field(None, description="Bearer token sent to the PromQL engine.", repr=False)
     bearer_token_file: Path | None = Field(None, description="File holding the bearer token (re-read per run).")
     basic_auth_username: str | None = Field(None, description="Basic-auth user for the PromQL engine.")
@@ -96,7 +100,10 @@ class PrometheusSettings(_Group):
     ca_file: Path | None = Field(None, description="CA bundle to verify the engine's TLS certificate.")
     insecure_skip_verify: bool = Field(False, description="Do not verify TLS certificates (testing only).")
     query_split: int = Field(
-        1, ge=1, le=64, description="Split each namespace-level query into this many shards (engines with a query-size limit)."
+        1,
+        ge=1,
+        le=64,
+        description="Split each namespace-level query into this many shards (engines with a query-size limit).",
     )
 
     @field_validator("url")
@@ -137,7 +144,8 @@ class CustomMeter(_Group):
         "counter", description="counter: exact increase in the window; gauge: time integral in value-hours."
     )
     selector: str | None = Field(
-        None, description='Series selector metered exactly like the built-ins, e.g. pg_stat_database_xact_commit{datname!=""}.'
+        None,
+        description='Series selector metered like the built-ins, e.g. pg_stat_database_xact_commit{datname!=""}.',
     )
     query: str | None = Field(
         None,
@@ -225,9 +233,7 @@ class MeteringSettings(_Group):
         description="Labels that only tell copies of one series apart (two scrape jobs, HA Prometheus replicas); "
         "copies are counted once.",
     )
-    network_interfaces_excluded: str = Field(
-        "lo", description="Regex of network interfaces not billed."
-    )
+    network_interfaces_excluded: str = Field("lo", description="Regex of network interfaces not billed.")
     namespace_labels_metric: bool = Field(
         True,
         description="Read kube-state-metrics' kube_namespace_labels to bill namespaces deleted during a window.",
@@ -286,7 +292,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, env_nested_delimiter="__")
 
     cluster_id: str = Field(
-        "", description="This cluster's id at the billing API (env CLUSTER_ID, or INSTANCE_ID as in the original design)."
+        "",
+        description="This cluster's id at the billing API (env CLUSTER_ID, or INSTANCE_ID as in the original design).",
     )
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)  # type: ignore[arg-type]
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)  # type: ignore[arg-type]

@@ -81,8 +81,15 @@ class KubeState:
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
     return web.json_response(body, status=code)
 
 
@@ -120,10 +127,17 @@ def make_app(state: KubeState) -> web.Application:
             metadata["continue"] = base64.urlsafe_b64encode(json.dumps({"start": start + limit}).encode()).decode()
             metadata["remainingItemCount"] = len(names) - start - limit
         items = [
-            {"metadata": {"name": n, "labels": state.namespaces[n], "uid": f"uid-{n}",
-                          "resourceVersion": str(state.resource_version),
-                          "creationTimestamp": "2025-01-01T00:00:00Z"},
-             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+            {
+                "metadata": {
+                    "name": n,
+                    "labels": state.namespaces[n],
+                    "uid": f"uid-{n}",
+                    "resourceVersion": str(state.resource_version),
+                    "creationTimestamp": "2025-01-01T00:00:00Z",
+                },
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"},
+            }
             for n in page
         ]
         return web.json_response({"kind": "NamespaceList", "apiVersion": "v1", "metadata": metadata, "items": items})

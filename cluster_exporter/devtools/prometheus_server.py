@@ -34,7 +34,9 @@ def require_binary(name: str) -> str:
     """Path of an installed binary, or a clear error naming the package."""
     path = shutil.which(name)
     if path is None:
-        package = {"prometheus": "prometheus", "promtool": "prometheus", "victoria-metrics": "victoria-metrics"}.get(name, name)
+        package = {"prometheus": "prometheus", "promtool": "prometheus", "victoria-metrics": "victoria-metrics"}.get(
+            name, name
+        )
         raise DevServerError(f"{name} not found: install Debian's {package} package (apt-get install {package})")
     return path
 

@@ -23,6 +23,7 @@ namespace deleted mid-window, an idle labeled namespace and unlabeled system nam
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import random
 from collections import defaultdict
@@ -117,12 +118,10 @@ class Level:
         if hi <= lo:
             return 0.0
         points = sorted({lo, hi, *(t for t, _ in self.knots if lo < t < hi)})
-        return sum((b - a) * (self.value(a) + self.value(b)) / 2 for a, b in zip(points, points[1:], strict=False))
+        return sum((b - a) * (self.value(a) + self.value(b)) / 2 for a, b in itertools.pairwise(points))
 
 
-Meter = Literal[
-    "cpu", "memory", "net_tx", "net_rx", "storage", "http", "istio", "pg_commits", "mqtt_clients"
-]
+Meter = Literal["cpu", "memory", "net_tx", "net_rx", "storage", "http", "istio", "pg_commits", "mqtt_clients"]
 
 
 @dataclass
@@ -322,12 +321,30 @@ class _Builder:
             job = "kubelet" if i == 0 else "cadvisor"
             labels = {**common, "instance": tgt.name, "job": job}
             out.append(
-                Series("container_cpu_usage_seconds_total", _labels(**labels, cpu="total"), tgt, first, last, cpu,
-                       "cpu", namespace, counts=i == 0)
+                Series(
+                    "container_cpu_usage_seconds_total",
+                    _labels(**labels, cpu="total"),
+                    tgt,
+                    first,
+                    last,
+                    cpu,
+                    "cpu",
+                    namespace,
+                    counts=i == 0,
+                )
             )
             out.append(
-                Series("container_memory_working_set_bytes", _labels(**labels), tgt, first, last, mem,
-                       "memory", namespace, counts=i == 0)
+                Series(
+                    "container_memory_working_set_bytes",
+                    _labels(**labels),
+                    tgt,
+                    first,
+                    last,
+                    mem,
+                    "memory",
+                    namespace,
+                    counts=i == 0,
+                )
             )
         return out
 
@@ -348,36 +365,109 @@ class _Builder:
         """Pod-level cgroup series, the pause container, and the pod's network (reported on both)."""
         out: list[Series] = []
         pause_id = f"{self.rng.getrandbits(64):016x}"
-        tx = self.cpu_counter(target, first, last, net_bytes_per_s, offset=self.rng.uniform(1e6, 1e9) if preexisting else 0)
-        rx = self.cpu_counter(target, first, last, net_bytes_per_s * 3, offset=self.rng.uniform(1e6, 1e9) if preexisting else 0)
-        pod_cpu = self.cpu_counter(target, first, last, cpu_total, offset=self.rng.uniform(1e4, 1e6) if preexisting else 0)
+        tx = self.cpu_counter(
+            target, first, last, net_bytes_per_s, offset=self.rng.uniform(1e6, 1e9) if preexisting else 0
+        )
+        rx = self.cpu_counter(
+            target, first, last, net_bytes_per_s * 3, offset=self.rng.uniform(1e6, 1e9) if preexisting else 0
+        )
+        pod_cpu = self.cpu_counter(
+            target, first, last, cpu_total, offset=self.rng.uniform(1e4, 1e6) if preexisting else 0
+        )
         pod_mem = self.level(target, first, last, mem_total)
         pause_cpu = self.cpu_counter(target, first, last, 0.0005, offset=10.0 if preexisting else 0)
         pause_mem = Level(knots=[(first, 700_000.0)])
         for i, tgt in enumerate([target, *extra_targets]):
             job = "kubelet" if i == 0 else "cadvisor"
-            pod_level = {"namespace": namespace, "pod": pod, "container": "", "id": f"/kubepods/burstable/pod{pod_uid}",
-                         "instance": tgt.name, "job": job}
-            pause = {"namespace": namespace, "pod": pod, "container": "POD", "image": "registry.k8s.io/pause:3.9",
-                     "id": f"/kubepods/burstable/pod{pod_uid}/{pause_id}", "name": pause_id, "instance": tgt.name,
-                     "job": job}
+            pod_level = {
+                "namespace": namespace,
+                "pod": pod,
+                "container": "",
+                "id": f"/kubepods/burstable/pod{pod_uid}",
+                "instance": tgt.name,
+                "job": job,
+            }
+            pause = {
+                "namespace": namespace,
+                "pod": pod,
+                "container": "POD",
+                "image": "registry.k8s.io/pause:3.9",
+                "id": f"/kubepods/burstable/pod{pod_uid}/{pause_id}",
+                "name": pause_id,
+                "instance": tgt.name,
+                "job": job,
+            }
             out += [
-                Series("container_cpu_usage_seconds_total", _labels(**pod_level, cpu="total"), tgt, first, last, pod_cpu,
-                       "cpu", namespace, counts=False),
-                Series("container_memory_working_set_bytes", _labels(**pod_level), tgt, first, last, pod_mem,
-                       "memory", namespace, counts=False),
-                Series("container_cpu_usage_seconds_total", _labels(**pause, cpu="total"), tgt, first, last, pause_cpu,
-                       "cpu", namespace, counts=False),
-                Series("container_memory_working_set_bytes", _labels(**pause), tgt, first, last, pause_mem,
-                       "memory", namespace, counts=False),
+                Series(
+                    "container_cpu_usage_seconds_total",
+                    _labels(**pod_level, cpu="total"),
+                    tgt,
+                    first,
+                    last,
+                    pod_cpu,
+                    "cpu",
+                    namespace,
+                    counts=False,
+                ),
+                Series(
+                    "container_memory_working_set_bytes",
+                    _labels(**pod_level),
+                    tgt,
+                    first,
+                    last,
+                    pod_mem,
+                    "memory",
+                    namespace,
+                    counts=False,
+                ),
+                Series(
+                    "container_cpu_usage_seconds_total",
+                    _labels(**pause, cpu="total"),
+                    tgt,
+                    first,
+                    last,
+                    pause_cpu,
+                    "cpu",
+                    namespace,
+                    counts=False,
+                ),
+                Series(
+                    "container_memory_working_set_bytes",
+                    _labels(**pause),
+                    tgt,
+                    first,
+                    last,
+                    pause_mem,
+                    "memory",
+                    namespace,
+                    counts=False,
+                ),
             ]
             for view_i, view in enumerate((pod_level, pause)):
                 counts = i == 0 and view_i == 0
                 out += [
-                    Series("container_network_transmit_bytes_total", _labels(**view, interface="eth0"), tgt, first, last,
-                           tx, "net_tx", namespace, counts=counts),
-                    Series("container_network_receive_bytes_total", _labels(**view, interface="eth0"), tgt, first, last,
-                           rx, "net_rx", namespace, counts=counts),
+                    Series(
+                        "container_network_transmit_bytes_total",
+                        _labels(**view, interface="eth0"),
+                        tgt,
+                        first,
+                        last,
+                        tx,
+                        "net_tx",
+                        namespace,
+                        counts=counts,
+                    ),
+                    Series(
+                        "container_network_receive_bytes_total",
+                        _labels(**view, interface="eth0"),
+                        tgt,
+                        first,
+                        last,
+                        rx,
+                        "net_rx",
+                        namespace,
+                        counts=counts,
+                    ),
                 ]
         return out
 
@@ -397,21 +487,43 @@ class _Builder:
         pod_uid = f"{self.rng.getrandbits(32):08x}-{self.rng.getrandbits(16):04x}"
         out: list[Series] = []
         for name, (cores, mem) in containers.items():
-            out += self.container(target, namespace, pod, name, first, last, cores, mem, pod_uid, preexisting,
-                                  extra_targets=extra_targets)
+            out += self.container(
+                target, namespace, pod, name, first, last, cores, mem, pod_uid, preexisting, extra_targets=extra_targets
+            )
         total_cpu = sum(c for c, _ in containers.values())
         total_mem = sum(m for _, m in containers.values())
-        out += self.sandbox(target, namespace, pod, pod_uid, first, last, total_cpu, total_mem, net_bytes_per_s,
-                            preexisting, extra_targets=extra_targets)
+        out += self.sandbox(
+            target,
+            namespace,
+            pod,
+            pod_uid,
+            first,
+            last,
+            total_cpu,
+            total_mem,
+            net_bytes_per_s,
+            preexisting,
+            extra_targets=extra_targets,
+        )
         return out
 
-    def volume(self, targets: list[Target], namespace: str, pvc: str, first: float, last: float, used: float) -> list[Series]:
+    def volume(
+        self, targets: list[Target], namespace: str, pvc: str, first: float, last: float, used: float
+    ) -> list[Series]:
         """kubelet_volume_stats_used_bytes of one PVC, reported by every node that mounts it."""
         level = self.level(targets[0], first, last, used)
         return [
-            Series("kubelet_volume_stats_used_bytes",
-                   _labels(namespace=namespace, persistentvolumeclaim=pvc, instance=t.name, job="kubelet"),
-                   t, first, last, level, "storage", namespace, counts=i == 0)
+            Series(
+                "kubelet_volume_stats_used_bytes",
+                _labels(namespace=namespace, persistentvolumeclaim=pvc, instance=t.name, job="kubelet"),
+                t,
+                first,
+                last,
+                level,
+                "storage",
+                namespace,
+                counts=i == 0,
+            )
             for i, t in enumerate(targets)
         ]
 
@@ -459,8 +571,16 @@ def demo_cluster(day: datetime | None = None, seed: int = 7) -> Cluster:
         return t.time_at(t.index_at_or_before(x))
 
     # cust_acme / acme-prod: a two-container web pod all along, on a node scraped by two jobs.
-    s += b.pod(node_c, "acme-prod", "web-7d9f-abcde", {"app": (0.9, 400e6), "sidecar": (0.1, 60e6)},
-               start, end, net_bytes_per_s=200_000, extra_targets=[node_c_dup])
+    s += b.pod(
+        node_c,
+        "acme-prod",
+        "web-7d9f-abcde",
+        {"app": (0.9, 400e6), "sidecar": (0.1, 60e6)},
+        start,
+        end,
+        net_bytes_per_s=200_000,
+        extra_targets=[node_c_dup],
+    )
     # a worker whose container restarts at 01:20 (new series: new id/name, counter from zero)
     uid = "a1b2c3d4-0001"
     restart = last_before(node_a, h + 3600 + 1200)
@@ -468,29 +588,55 @@ def demo_cluster(day: datetime | None = None, seed: int = 7) -> Cluster:
     s += b.container(node_a, "acme-prod", "worker-0", "worker", snap(node_a, restart + 1), end, 0.7, 350e6, uid, False)
     s += b.sandbox(node_a, "acme-prod", "worker-0", uid, start, end, 0.6, 320e6, 30_000, True)
     # a batch pod that crosses the 01:00 and 02:00 boundaries: 00:40 -> 02:20
-    s += b.pod(node_b, "acme-prod", "batch-xyz", {"batch": (1.5, 900e6)},
-               snap(node_b, h + 2400), last_before(node_b, h + 2 * 3600 + 1200))
+    s += b.pod(
+        node_b,
+        "acme-prod",
+        "batch-xyz",
+        {"batch": (1.5, 900e6)},
+        snap(node_b, h + 2400),
+        last_before(node_b, h + 2 * 3600 + 1200),
+    )
     s += b.volume([node_c], "acme-prod", "data-postgres-0", start, end, 5.2 * GIB)
     # acme-dev: a CronJob every 10 minutes, pods living 90 seconds
     t = h - 3600
     i = 0
     while t < end - 300:
         first = snap(node_a, t + rng.uniform(0, 20))
-        s += b.pod(node_a, "acme-dev", f"report-{i:04d}-x", {"job": (1.8, 200e6)}, first, first + 90.0,
-                   net_bytes_per_s=500_000)
+        s += b.pod(
+            node_a, "acme-dev", f"report-{i:04d}-x", {"job": (1.8, 200e6)}, first, first + 90.0, net_bytes_per_s=500_000
+        )
         t += 600
         i += 1
 
     # cust_globex: counter reset with unchanged labels (runtime labels dropped by relabeling)
     uid = "b1b2c3d4-0002"
     reset_at = last_before(node_b, h + 3600 + 2400)
-    s += b.container(node_b, "globex", "api-0", "api", start, reset_at, 0.8, 500e6, uid, True, keep_runtime_labels=False)
-    s += b.container(node_b, "globex", "api-0", "api", snap(node_b, reset_at + 1), end, 0.8, 500e6, uid, False,
-                     keep_runtime_labels=False)
+    s += b.container(
+        node_b, "globex", "api-0", "api", start, reset_at, 0.8, 500e6, uid, True, keep_runtime_labels=False
+    )
+    s += b.container(
+        node_b,
+        "globex",
+        "api-0",
+        "api",
+        snap(node_b, reset_at + 1),
+        end,
+        0.8,
+        500e6,
+        uid,
+        False,
+        keep_runtime_labels=False,
+    )
     s += b.sandbox(node_b, "globex", "api-0", uid, start, end, 0.8, 500e6, 80_000, True)
     # a pod created at 01:12 and deleted at 01:47 (on the node with the scrape gap)
-    s += b.pod(node_b, "globex", "migrate-1", {"migrate": (2.0, 1.2e9)}, snap(node_b, h + 3600 + 720),
-               last_before(node_b, h + 3600 + 2820))
+    s += b.pod(
+        node_b,
+        "globex",
+        "migrate-1",
+        {"migrate": (2.0, 1.2e9)},
+        snap(node_b, h + 3600 + 720),
+        last_before(node_b, h + 3600 + 2820),
+    )
     # an RWX volume mounted on two nodes: two kubelets report the same PVC
     s += b.volume([node_b, node_a], "globex", "shared-files", start, end, 20 * GIB)
 
@@ -507,8 +653,13 @@ def demo_cluster(day: datetime | None = None, seed: int = 7) -> Cluster:
     s += b.volume([node_b], "monitoring", "prometheus-db", start, end, 40 * GIB)
 
     # nginx-ingress: two replicas; replica 1's process restarts at 01:33 (counter reset, same labels)
-    ingresses = [("acme-prod", "web", 40.0), ("globex", "api", 12.0), ("hooli", "svc", 3.0), ("umbrella-tmp", "load", 5.0),
-                 ("kube-system", "dashboard", 1.0)]
+    ingresses = [
+        ("acme-prod", "web", 40.0),
+        ("globex", "api", 12.0),
+        ("hooli", "svc", 3.0),
+        ("umbrella-tmp", "load", 5.0),
+        ("kube-system", "dashboard", 1.0),
+    ]
     for replica in (0, 1):
         tgt = b.target(f"10.0.1.{replica + 1}:10254")
         pod = f"ingress-nginx-controller-{replica}"
@@ -516,8 +667,17 @@ def demo_cluster(day: datetime | None = None, seed: int = 7) -> Cluster:
         for ns, ing, rps in ingresses:
             for status, share in (("200", 0.9), ("404", 0.07), ("503", 0.03)):
                 end_ns = min(end, cluster.deleted.get(ns, (None, end))[1])
-                labels = _labels(exported_namespace=ns, ingress=ing, status=status, method="GET", namespace="ingress-nginx",
-                                 pod=pod, instance=tgt.name, job="ingress-nginx", controller_class="k8s.io/ingress-nginx")
+                labels = _labels(
+                    exported_namespace=ns,
+                    ingress=ing,
+                    status=status,
+                    method="GET",
+                    namespace="ingress-nginx",
+                    pod=pod,
+                    instance=tgt.name,
+                    job="ingress-nginx",
+                    controller_class="k8s.io/ingress-nginx",
+                )
                 lives = [(start, min(cut, end_ns))] + ([(snap(tgt, cut + 1), end_ns)] if cut < end_ns else [])
                 for j, (lo, hi) in enumerate(lives):
                     lo_s, hi_s = snap(tgt, lo), last_before(tgt, hi)
@@ -525,7 +685,11 @@ def demo_cluster(day: datetime | None = None, seed: int = 7) -> Cluster:
                         continue
                     fn = b.cpu_counter(tgt, lo_s, hi_s, rps * share / 2, offset=1e5 if j == 0 else 0.0)
                     if j == 1:
-                        fn = Counter(start=lo_s - tgt.interval, offset=0.0, rates=[(lo_s - tgt.interval, fn.rates[0][1]), *fn.rates[1:]])
+                        fn = Counter(
+                            start=lo_s - tgt.interval,
+                            offset=0.0,
+                            rates=[(lo_s - tgt.interval, fn.rates[0][1]), *fn.rates[1:]],
+                        )
                     s.append(Series("nginx_ingress_controller_requests", labels, tgt, lo_s, hi_s, fn, "http", ns))
 
     # Istio: every request reported by the client's and the server's sidecar (reporter label)
@@ -533,31 +697,77 @@ def demo_cluster(day: datetime | None = None, seed: int = 7) -> Cluster:
     for ns, rps in (("acme-prod", 20.0), ("globex", 6.0)):
         fn = b.cpu_counter(mesh, snap(mesh, start), end, rps, offset=5e4)
         for reporter in ("destination", "source"):
-            s.append(Series("istio_requests_total",
-                            _labels(reporter=reporter, destination_service_namespace=ns, destination_workload="app",
-                                    source_workload="ingressgateway", instance=mesh.name, job="istio-mesh",
-                                    namespace="istio-system"),
-                            mesh, snap(mesh, start), last_before(mesh, end), fn, "istio", ns,
-                            counts=reporter == "destination"))
+            s.append(
+                Series(
+                    "istio_requests_total",
+                    _labels(
+                        reporter=reporter,
+                        destination_service_namespace=ns,
+                        destination_workload="app",
+                        source_workload="ingressgateway",
+                        instance=mesh.name,
+                        job="istio-mesh",
+                        namespace="istio-system",
+                    ),
+                    mesh,
+                    snap(mesh, start),
+                    last_before(mesh, end),
+                    fn,
+                    "istio",
+                    ns,
+                    counts=reporter == "destination",
+                )
+            )
 
     # custom meters: PostgreSQL commits (counter) and MQTT connected clients (gauge)
     pg = b.target("10.0.3.1:9187")
     for ns, cps in (("acme-prod", 35.0), ("hooli", 4.0)):
         fn = b.cpu_counter(pg, snap(pg, start), end, cps, offset=7e6)
-        s.append(Series("pg_stat_database_xact_commit", _labels(namespace=ns, datname="app", instance=pg.name, job="pg"),
-                        pg, snap(pg, start), last_before(pg, end), fn, "pg_commits", ns))
+        s.append(
+            Series(
+                "pg_stat_database_xact_commit",
+                _labels(namespace=ns, datname="app", instance=pg.name, job="pg"),
+                pg,
+                snap(pg, start),
+                last_before(pg, end),
+                fn,
+                "pg_commits",
+                ns,
+            )
+        )
     mq = b.target("10.0.3.2:9234")
     lvl = b.level(mq, snap(mq, start), last_before(mq, end), 250.0)
-    s.append(Series("mqtt_connected_clients", _labels(namespace="hooli", instance=mq.name, job="mqtt"), mq,
-                    snap(mq, start), last_before(mq, end), lvl, "mqtt_clients", "hooli"))
+    s.append(
+        Series(
+            "mqtt_connected_clients",
+            _labels(namespace="hooli", instance=mq.name, job="mqtt"),
+            mq,
+            snap(mq, start),
+            last_before(mq, end),
+            lvl,
+            "mqtt_clients",
+            "hooli",
+        )
+    )
 
     # kube-state-metrics: namespace labels, including the namespace deleted at 01:30
     ksm = b.target("10.0.4.1:8080")
     for ns, customer in [*cluster.namespaces.items(), *((n, d[0]) for n, d in cluster.deleted.items())]:
         last = cluster.deleted[ns][1] if ns in cluster.deleted else end
         extra = {KSM_CUSTOMER_LABEL: customer} if customer else {}
-        s.append(Series("kube_namespace_labels", _labels(namespace=ns, instance=ksm.name, job="kube-state-metrics", **extra),
-                        ksm, snap(ksm, start), last_before(ksm, last), Level(knots=[(start, 1.0)]), None, ns, counts=False))
+        s.append(
+            Series(
+                "kube_namespace_labels",
+                _labels(namespace=ns, instance=ksm.name, job="kube-state-metrics", **extra),
+                ksm,
+                snap(ksm, start),
+                last_before(ksm, last),
+                Level(knots=[(start, 1.0)]),
+                None,
+                ns,
+                counts=False,
+            )
+        )
     _check_boundaries(cluster)
     return cluster
 

@@ -1,0 +1,120 @@
+"""cluster-exporter's own metrics, on an injected registry.
+
+Names follow ``cluster_exporter_<subsystem>_<name>_<unit>``; counters end in ``_total``. Tests
+read them with ``registry.get_sample_value``; the Grafana dashboard and the alert rules in the
+chart use exactly these names (a test checks them against a running exporter's /metrics).
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from . import __version__
+
+QUERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ExporterMetrics:
+    """Every metric the exporter exposes, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.build_info = Gauge(
+            "cluster_exporter_build_info",
+            "Build information; always 1.",
+            ["version", "python_version"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+
+        # delivery
+        self.last_delivered_window_end = Gauge(
+            "cluster_exporter_delivery_last_delivered_window_end_timestamp_seconds",
+            "End of the newest window the billing API accepted (Unix seconds).",
+            registry=registry,
+        )
+        self.windows_delivered = Counter(
+            "cluster_exporter_delivery_windows_delivered_total",
+            "Windows the billing API accepted.",
+            registry=registry,
+        )
+        self.windows_failed = Counter(
+            "cluster_exporter_delivery_windows_failed_total",
+            "Cycles that ended with a window still undelivered (it stays spooled and is retried).",
+            registry=registry,
+        )
+        self.windows_dead_lettered = Counter(
+            "cluster_exporter_delivery_windows_dead_lettered_total",
+            "Reports the billing API rejected for good (4xx); kept in the dead-letter store.",
+            registry=registry,
+        )
+        self.delivery_attempts = Counter(
+            "cluster_exporter_delivery_attempts_total",
+            "HTTP attempts to deliver a report, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.delivery_duration = Histogram(
+            "cluster_exporter_delivery_request_duration_seconds",
+            "Duration of one delivery HTTP attempt.",
+            buckets=DELIVERY_BUCKETS,
+            registry=registry,
+        )
+        self.spool_depth = Gauge(
+            "cluster_exporter_spool_depth_reports",
+            "Reports built and waiting to be delivered.",
+            registry=registry,
+        )
+
+        # metering
+        self.query_duration = Histogram(
+            "cluster_exporter_prometheus_query_duration_seconds",
+            "Duration of one PromQL query, by query name.",
+            ["query"],
+            buckets=QUERY_BUCKETS,
+            registry=registry,
+        )
+        self.query_errors = Counter(
+            "cluster_exporter_prometheus_query_errors_total",
+            "PromQL queries that failed, by query name.",
+            ["query"],
+            registry=registry,
+        )
+        self.kubernetes_errors = Counter(
+            "cluster_exporter_kubernetes_api_errors_total",
+            "Kubernetes API calls that failed, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.window_duration = Histogram(
+            "cluster_exporter_metering_window_duration_seconds",
+            "Time to measure one window end to end.",
+            buckets=QUERY_BUCKETS,
+            registry=registry,
+        )
+        self.report_customers = Gauge(
+            "cluster_exporter_report_customers",
+            "Customers in the last report built.",
+            registry=registry,
+        )
+        self.report_namespaces = Gauge(
+            "cluster_exporter_report_namespaces",
+            "Namespaces in the last report built.",
+            registry=registry,
+        )
+
+        # high availability
+        self.is_leader = Gauge(
+            "cluster_exporter_leader_is_leader",
+            "1 while this replica holds the leader Lease.",
+            registry=registry,
+        )
+
+    def on_query(self, name: str, seconds: float, ok: bool) -> None:
+        """Hook for PrometheusClient: record one query's duration and outcome."""
+        self.query_duration.labels(name).observe(seconds)
+        if not ok:
+            self.query_errors.labels(name).inc()
