@@ -2,6 +2,9 @@
 
 ``report_id`` is a pure function of (cluster id, window start, window end), so a report rebuilt or
 resent for the same window always carries the same id, and the billing API can store it once.
+A report too large for one request travels as ``parts`` reports sharing the id and window, each
+with its ``part`` number (1-based) and a disjoint set of customers; (report_id, part) is the
+delivery's idempotency key.
 Amounts are plain JSON numbers: meters that count things (bytes, requests) are integers, meters
 that integrate over time (core-hours, GiB-hours) are floats rounded to ``AMOUNT_DECIMALS``.
 """
@@ -72,6 +75,8 @@ class UsageReport(BaseModel):
     window_start: datetime
     window_end: datetime
     schema_version: int = SCHEMA_VERSION
+    part: int = Field(1, ge=1, description="1-based part number when a window's report is split across requests")
+    parts: int = Field(1, ge=1, description="how many parts the window's report has")
     usage: list[CustomerUsage] = Field(default_factory=list)
 
     @field_validator("window_start", "window_end")
@@ -85,6 +90,8 @@ class UsageReport(BaseModel):
     def _consistent(self) -> UsageReport:
         if self.window_end <= self.window_start:
             raise ValueError("window_end must be after window_start")
+        if self.part > self.parts:
+            raise ValueError("part must not exceed parts")
         expected = report_id(self.cluster_id, self.window_start, self.window_end)
         if self.report_id != expected:
             raise ValueError("report_id does not match cluster_id and window")
