@@ -1,0 +1,125 @@
+"""The metering rules on raw samples, table-driven with hand-computed expectations."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster_exporter.accounting import (
+    NamespaceOwners,
+    counter_usage,
+    customer_usage,
+    gauge_usage,
+    raw_amounts,
+)
+from cluster_exporter.queries import Meter, Window
+
+# Window (1000, 1060], bridge gaps up to 20 s, counters remembered for 500 s.
+W = Window(start=1000.0, end=1060.0, max_gap=20.0, resolution=1.0, lookback=500.0)
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected", "why"),
+    [
+        # steady counter, samples 10 s apart: B(1060) = 75 (between 70 and 80), B(1000) = 15
+        (
+            [(995, 10), (1005, 20), (1015, 30), (1025, 40), (1035, 50), (1045, 60), (1055, 70), (1065, 80)],
+            60.0,
+            "1 unit/s for 60 s, boundaries interpolated",
+        ),
+        # starts inside the window from zero: first sample 12 (used before it), then +1/s
+        ([(1012, 12), (1022, 22), (1032, 32)], 32.0, "new series counts from zero, ends at its last sample"),
+        # reset with unchanged labels at 1035 (30 -> 5): pieces 5 + 10 + 10 + 5 + 10 + 10 + 5
+        (
+            [(995, 0), (1005, 10), (1015, 20), (1025, 30), (1035, 5), (1045, 15), (1055, 25), (1065, 35)],
+            55.0,
+            "reset: the new value is the increase over that step",
+        ),
+        # a gap (1015 -> 1045, 30 s > max_gap 20 s) inside the window does not change a counter's total
+        (
+            [(995, 0), (1005, 10), (1015, 20), (1045, 50), (1055, 60), (1065, 70)],
+            60.0,
+            "counter increments across a long gap still count, once",
+        ),
+        # series ended before the window: nothing
+        ([(900, 5), (910, 15)], 0.0, "ended before the window"),
+        # seen last beyond the lookback: treated as new (counts from zero)
+        ([(400, 100), (1030, 130)], 130.0, "silent longer than the lookback: new series"),
+        # sample exactly on the window end belongs to this window
+        ([(995, 0), (1000, 5), (1060, 65), (1070, 75)], 60.0, "samples exactly on boundaries"),
+    ],
+)
+def test_counter_usage(samples: list[tuple[float, float]], expected: float, why: str) -> None:
+    assert counter_usage(samples, W) == pytest.approx(expected, rel=1e-12, abs=1e-9), why
+
+
+def test_counter_windows_split_every_increment_exactly() -> None:
+    samples = [(990 + 7 * i, 3.5 * i + (100 if i > 20 else 0)) for i in range(40)]  # one reset-free jump up
+    total = sum(counter_usage(samples, Window(s, s + 60, 20, 1, 500)) for s in range(960, 1260, 60))
+    whole = counter_usage(samples, Window(960, 1260, 20, 1, 500))
+    assert total == pytest.approx(whole, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected", "why"),
+    [
+        # constant 2 from 995 to 1065, window (1000, 1060] -> 60 s x 2
+        ([(995 + 10 * i, 2.0) for i in range(8)], 120.0, "constant across the whole window"),
+        # ramp 0..6 over 1005..1065 (1/10 s): integral over [1005,1060] of (t-1005)/10 = 55^2/20
+        ([(1005 + 10 * i, float(i)) for i in range(7)], 55**2 / 20, "series starting inside the window"),
+        # a 15 s scrape gap (<= max_gap) is bridged by the line between its neighbours
+        # pieces: [1000,1005] at 1, [1005,1020] from 1 to 4, [1020,1060] at 4
+        (
+            [(995, 1.0), (1005, 1.0), (1020, 4.0), (1030, 4.0), (1040, 4.0), (1050, 4.0), (1060, 4.0)],
+            5 + 37.5 + 40 * 4,
+            "short gap",
+        ),
+        # a 40 s gap (> max_gap) is two lives: nothing is integrated across it
+        ([(1005, 3.0), (1015, 3.0), (1055, 3.0), (1065, 3.0)], 30.0 + 15.0, "long gap"),
+        # a 90-second pod: 1010..1100 at 15 s; only 1010..1060 is in the window
+        ([(1010 + 15 * i, 10.0) for i in range(7)], 500.0, "short-lived pod crossing the window end"),
+    ],
+)
+def test_gauge_usage(samples: list[tuple[float, float]], expected: float, why: str) -> None:
+    assert gauge_usage(samples, W) == pytest.approx(expected, rel=1e-12), why
+
+
+def _series(ns: str, pod: str, container: str, job: str, samples: list[tuple[float, float]]):  # type: ignore[no-untyped-def]
+    labels = {"__name__": "m", "namespace": ns, "pod": pod, "container": container, "interface": "eth0", "job": job}
+    return labels, samples
+
+
+def test_raw_amounts_merges_copies_and_prefers_the_pod_view() -> None:
+    meter = Meter(
+        "net", "counter", "m", dedup=("job",), prefer=("container", ("", "POD")), unit=("namespace", "pod", "interface")
+    )
+    a = [(1005.0, 0.0), (1055.0, 50.0)]  # 50 bytes, new series
+    series = [
+        _series("ns1", "p1", "", "kubelet", a),
+        _series("ns1", "p1", "", "cadvisor", a),  # a copy from a second scrape job
+        _series("ns1", "p1", "POD", "kubelet", a),  # the same netns seen on the pause container
+        _series("ns1", "p2", "POD", "kubelet", [(1005.0, 0.0), (1055.0, 7.0)]),  # only a pause view
+        _series("ns2", "p3", "", "kubelet", [(1005.0, 0.0), (1055.0, 99.0)]),  # not an irregular unit
+    ]
+    units = {
+        (("namespace", "ns1"), ("pod", "p1"), ("interface", "eth0")),
+        (("namespace", "ns1"), ("pod", "p2"), ("interface", "eth0")),
+    }
+    assert raw_amounts(meter, series, units, W) == {"ns1": 57.0}
+
+
+def test_customer_usage_sums_namespaces_scales_and_keeps_idle_customers() -> None:
+    meters = [Meter("cpu_hours", "counter", "x", scale=3600.0), Meter("http_requests", "counter", "y", integer=True)]
+    owners = NamespaceOwners(
+        live={"a-prod": "cust_a", "a-dev": "cust_a", "idle": "cust_i"},
+        historical={"gone": "cust_g", "a-prod": "cust_wrong"},
+    )
+    amounts = {
+        "cpu_hours": {"a-prod": 3600.0, "a-dev": 1800.0, "gone": 360.0, "kube-system": 99999.0},
+        "http_requests": {"a-prod": 10.4, "a-dev": 0.3},
+    }
+    out = customer_usage(meters, amounts, owners)
+    assert out == {
+        "cust_a": {"namespaces": ["a-dev", "a-prod"], "cpu_hours": 1.5, "http_requests": 11},
+        "cust_g": {"namespaces": ["gone"], "cpu_hours": 0.1, "http_requests": 0},
+        "cust_i": {"namespaces": ["idle"], "cpu_hours": 0.0, "http_requests": 0},
+    }
