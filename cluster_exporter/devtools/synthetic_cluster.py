@@ -149,10 +149,14 @@ class Series:
 
     def __post_init__(self) -> None:
         # A series lives from its first sample to its last: snap the life to real sample times.
-        times = [t for t, _ in self._sample_times()]
-        if not times:
+        k0, k1 = self.target.index_at_or_after(self.first), self.target.index_at_or_before(self.last)
+        while k0 <= k1 and self.target.in_gap(self.target.time_at(k0)):
+            k0 += 1
+        while k1 >= k0 and self.target.in_gap(self.target.time_at(k1)):
+            k1 -= 1
+        if k0 > k1:
             raise ValueError(f"{self.name}{dict(self.labels)} has no sample")
-        self.first, self.last = times[0], times[-1]
+        self.first, self.last = self.target.time_at(k0), self.target.time_at(k1)
 
     def _sample_times(self) -> Iterator[tuple[float, int]]:
         k0, k1 = self.target.index_at_or_after(self.first), self.target.index_at_or_before(self.last)
@@ -784,3 +788,60 @@ def hour_windows(cluster: Cluster, day: datetime | None = None) -> list[tuple[da
     """The demo's fully covered hourly windows."""
     day = (day or datetime(2025, 11, 20, tzinfo=UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
     return [(day + timedelta(hours=i), day + timedelta(hours=i + 1)) for i in range(3)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The scale cluster (benchmarks)
+
+
+def scale_cluster(
+    namespaces: int = 10_000,
+    window_end: datetime | None = None,
+    interval: float = 30.0,
+    nodes: int = 50,
+    seed: int = 11,
+) -> Cluster:
+    """``namespaces`` labeled namespaces, two per customer, one or two pods each.
+
+    Every pod has the full cAdvisor layout (its containers, the pause container, the pod-level
+    cgroup, network on both) and every namespace one PVC and ingress traffic from two controller
+    replicas. One pod in ten starts or stops inside the window. History covers the hour before
+    ``window_end`` (default 2025-11-20T02:00Z) plus five minutes on each side.
+    """
+    end_h = (window_end or datetime(2025, 11, 20, 2, tzinfo=UTC)).timestamp()
+    start, end = end_h - 3600 - 300, end_h + 300
+    rng = random.Random(seed)
+    names = {f"tenant-{i:06d}-{'a' if i % 2 == 0 else 'b'}": f"cust_{i // 2:06d}" for i in range(namespaces)}
+    cluster = Cluster(start=start, end=end, namespaces={**names, "kube-system": None})
+    b = _Builder(cluster, rng, interval=interval)
+    targets = [b.target(f"10.1.{i // 250}.{i % 250}:10250") for i in range(nodes)]
+    ingress = [b.target(f"10.2.0.{i}:10254") for i in (1, 2)]
+    s = cluster.series
+    for i, ns in enumerate(names):
+        node = targets[i % nodes]
+        for p in range(1 + (i % 2)):
+            first, last = start, end
+            if rng.random() < 0.1:  # starts or stops inside the window
+                if rng.random() < 0.5:
+                    first = b.snap(node, start + 300 + rng.uniform(60, 3000))
+                else:
+                    last = node.time_at(node.index_at_or_before(start + 300 + rng.uniform(600, 3500)))
+            containers = {"app": (rng.uniform(0.05, 2.0), rng.uniform(5e7, 2e9))}
+            if p == 1:
+                containers["sidecar"] = (rng.uniform(0.01, 0.2), rng.uniform(1e7, 1e8))
+            s += b.pod(node, ns, f"app-{p}-{i:06d}", containers, first, last, net_bytes_per_s=rng.uniform(1e3, 1e6))
+        s += b.volume([node], ns, f"data-{i:06d}", start, end, rng.uniform(1e8, 5e10))
+        for r, tgt in enumerate(ingress):
+            fn = b.cpu_counter(tgt, b.snap(tgt, start), end, rng.uniform(0.1, 20.0), offset=rng.uniform(0, 1e6))
+            labels = _labels(
+                exported_namespace=ns,
+                ingress="web",
+                status="200",
+                method="GET",
+                namespace="ingress-nginx",
+                pod=f"ingress-nginx-controller-{r}",
+                instance=tgt.name,
+                job="ingress-nginx",
+            )
+            s.append(Series("nginx_ingress_controller_requests", labels, tgt, start, end, fn, "http", ns))
+    return cluster
