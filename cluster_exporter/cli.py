@@ -3,6 +3,7 @@
 cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
 cluster-exporter demo [--format table|json]
 cluster-exporter config-reference
+cluster-exporter billing-api serve | invoice | migrate [options]
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None, help="where to keep the demo's data (default: a temp dir)")
 
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+
+    from .billing_api.cli import add_arguments as add_billing_api_arguments
+
+    add_billing_api_arguments(sub.add_parser("billing-api", help="the billing API: receive, price and bill usage"))
     return parser
 
 
@@ -140,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(markdown())
             return 0
+        if args.command == "billing-api":
+            from .billing_api.cli import run as run_billing_api
+
+            return run_billing_api(args)
         if args.command == "demo":
             from .devtools.demo import run_demo
 

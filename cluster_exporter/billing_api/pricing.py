@@ -1,0 +1,380 @@
+"""Plans, prices and invoices: pure functions over Decimal, no I/O but reading the pricing file.
+
+The original design's model, fixed where it was wrong:
+- included amounts are per calendar month and follow from the month's hours (a 1 vCPU plan
+  includes 720 core-hours in November, 744 in December, 672 in a February of 28 days);
+- storage is billed in GB-months: the month's storage_gb_hours divided by the month's hours;
+- network GB are (sent + received) / 2**30;
+- HTTP requests are billed ($0.50 per million), which the original ``calculateCost`` forgot; no
+  plan includes any;
+- money is Decimal and is rounded to cents once, on the total (half up), never per line.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import BillingConfigError, RequestRejected
+
+# Built-in meters of the exporter's report -> whether their amounts are whole numbers.
+BUILTIN_METERS: dict[str, bool] = {
+    "cpu_hours": False,
+    "memory_gb_hours": False,
+    "network_bytes_sent": True,
+    "network_bytes_received": True,
+    "storage_gb_hours": False,
+    "http_requests": True,
+}
+LIMIT_KEYS = ("vcpu", "memory_gb", "storage_gb", "network_gb")
+GIB = Decimal(2**30)
+MILLION = Decimal(10**6)
+CENT = Decimal("0.01")
+# Stripe meter events carry integers: time-integrated meters go as thousandths (milli-core-hours,
+# milli-GB-hours), counted ones (bytes, requests) as they are.
+MILLI = 1000
+
+DEFAULT_PRICING_TOML = """\
+# The original design's plans and overage prices, in US dollars.
+currency = "usd"
+
+[prices]
+cpu_core_hour = "0.05"          # per core-hour above the plan's vCPU x hours in the month
+memory_gb_hour = "0.01"         # per GB-hour above the plan's GB x hours in the month
+storage_gb_month = "0.20"       # per GB-month above the plan's storage
+network_gb = "0.10"             # per GB (2^30 bytes, sent + received) above the plan's transfer
+http_million_requests = "0.50"  # per million requests; no plan includes any
+
+[plans.starter]
+base_price = "29.00"
+vcpu = 1
+memory_gb = 2
+storage_gb = 10
+network_gb = 100
+
+[plans.professional]
+base_price = "99.00"
+vcpu = 4
+memory_gb = 8
+storage_gb = 50
+network_gb = 500
+
+[plans.enterprise]
+# Custom: each customer's base price (required) and limits come from PUT /api/customers/{id};
+# a limit a customer's terms leave out is unlimited.
+custom = true
+vcpu = "unlimited"
+memory_gb = "unlimited"
+storage_gb = "unlimited"
+network_gb = "unlimited"
+"""
+
+
+def _unlimited_to_none(value: Any) -> Any:
+    return None if value == "unlimited" else value
+
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, le=Decimal(10**12))]
+Limit = Annotated[Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] | None, BeforeValidator(_unlimited_to_none)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prices(_Model):
+    """Overage unit prices of the built-in meters, in the currency's units."""
+
+    cpu_core_hour: Money
+    memory_gb_hour: Money
+    storage_gb_month: Money
+    network_gb: Money
+    http_million_requests: Money
+
+
+class PlanConfig(_Model):
+    """One plan: base price per month and included amounts (None: unlimited)."""
+
+    base_price: Money | None = None
+    custom: bool = Field(False, description="Base price and limits come from each customer's terms.")
+    vcpu: Limit
+    memory_gb: Limit
+    storage_gb: Limit
+    network_gb: Limit
+
+    @model_validator(mode="after")
+    def _priced(self) -> PlanConfig:
+        if self.base_price is None and not self.custom:
+            raise ValueError("a plan that is not custom needs a base_price")
+        return self
+
+
+class MeterConfig(_Model):
+    """A custom meter (the exporter's metering.custom_meters) the API accepts and bills."""
+
+    unit: str = "unit"
+    price: Money = Decimal(0)
+    included: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] = Decimal(0)
+    integer: bool = Field(False, description="Amounts must be whole numbers.")
+    stripe_scale: int | None = Field(None, ge=1, description="Stripe value = amount x scale (default 1 or 1000).")
+    stripe_event_name: str | None = None
+
+
+class PricingConfig(_Model):
+    """The whole pricing file."""
+
+    currency: str = "usd"
+    prices: Prices
+    plans: dict[str, PlanConfig]
+    meters: dict[str, MeterConfig] = Field(default_factory=dict)
+    stripe_event_names: dict[str, str] = Field(
+        default_factory=dict, description="Stripe event_name of a built-in meter (default: the meter's name)."
+    )
+
+    @field_validator("meters")
+    @classmethod
+    def _meter_names(cls, value: dict[str, MeterConfig]) -> dict[str, MeterConfig]:
+        for name in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name) or name in BUILTIN_METERS:
+                raise ValueError(f"custom meter name {name!r} must be snake_case and not a built-in meter")
+        return value
+
+    @field_validator("stripe_event_names")
+    @classmethod
+    def _event_names(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - set(BUILTIN_METERS)
+        if unknown:
+            raise ValueError(f"stripe_event_names for unknown meters: {sorted(unknown)}")
+        return value
+
+    def meters_known(self) -> dict[str, bool]:
+        """Every meter a report may carry -> whether its amounts are whole numbers."""
+        return {**BUILTIN_METERS, **{name: m.integer for name, m in self.meters.items()}}
+
+    def stripe_meters(self) -> dict[str, tuple[str, int]]:
+        """meter -> (Stripe event_name, integer scale) for every meter pushed to Stripe."""
+        out = {
+            name: (self.stripe_event_names.get(name, name), 1 if integer else MILLI)
+            for name, integer in BUILTIN_METERS.items()
+        }
+        for name, meter in self.meters.items():
+            scale = meter.stripe_scale or (1 if meter.integer else MILLI)
+            out[name] = (meter.stripe_event_name or name, scale)
+        return out
+
+
+def load_pricing(path: Path | None) -> PricingConfig:
+    """The pricing file (TOML, or JSON when it ends in .json), or the default."""
+    try:
+        if path is None:
+            data: dict[str, Any] = tomllib.loads(DEFAULT_PRICING_TOML)
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise BillingConfigError(f"cannot read pricing file {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise BillingConfigError(f"pricing file {path} is not valid: {exc}") from exc
+    try:
+        return PricingConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BillingConfigError(f"pricing file {path or '(default)'}: {where}: {first['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class CustomerTerms:
+    """A customer's plan and, for custom plans, its own base price and limits."""
+
+    plan: str
+    base_price: Decimal | None = None
+    limits: dict[str, Decimal | None] | None = None
+    stripe_customer_id: str | None = None
+
+
+def parse_month(text: str) -> tuple[datetime, datetime]:
+    """``2025-11`` -> [start, end) of that calendar month in UTC; 400 for anything else."""
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text or "")
+    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
+        raise RequestRejected(400, f"month must look like 2025-11, got {text[:20]!r}")
+    year, month = int(match.group(1)), int(match.group(2))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    return start, start + timedelta(days=calendar.monthrange(year, month)[1])
+
+
+def hours_in_month(month: str) -> int:
+    """Hours of a calendar month in UTC (672, 696, 720 or 744)."""
+    start, end = parse_month(month)
+    return int((end - start).total_seconds()) // 3600
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One billed quantity: what was used, what the plan includes, and the overage's price."""
+
+    meter: str
+    unit: str
+    used: Decimal
+    included: Decimal | None  # None: unlimited
+    unit_price: Decimal
+
+    @property
+    def overage(self) -> Decimal:
+        """Usage above the included amount (nothing when unlimited)."""
+        if self.included is None:
+            return Decimal(0)
+        return max(Decimal(0), self.used - self.included)
+
+    @property
+    def amount(self) -> Decimal:
+        """Exact price of the overage, not rounded (the invoice rounds once, on the total)."""
+        return self.overage * self.unit_price
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """A customer's bill for one calendar month."""
+
+    customer_id: str
+    month: str
+    plan: str
+    currency: str
+    hours: int
+    base_price: Decimal
+    lines: list[InvoiceLine]
+
+    @property
+    def total(self) -> Decimal:
+        """Base price plus every line's exact amount, rounded half up to cents once."""
+        return (self.base_price + sum((line.amount for line in self.lines), Decimal(0))).quantize(
+            CENT, rounding=ROUND_HALF_UP
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; every number is a string so nothing passes through a float."""
+        return {
+            "customer_id": self.customer_id,
+            "month": self.month,
+            "plan": self.plan,
+            "currency": self.currency,
+            "hours_in_month": self.hours,
+            "base_price": str(self.base_price.quantize(CENT, rounding=ROUND_HALF_UP)),
+            "lines": [
+                {
+                    "meter": line.meter,
+                    "unit": line.unit,
+                    "used": fmt(line.used),
+                    "included": "unlimited" if line.included is None else fmt(line.included),
+                    "overage": fmt(line.overage),
+                    "unit_price": fmt(line.unit_price),
+                    "amount": fmt(line.amount),
+                }
+                for line in self.lines
+            ],
+            "total": str(self.total),
+        }
+
+
+def fmt(value: Decimal, places: int = 9) -> str:
+    """A Decimal for people: at most ``places`` decimals, no exponent, no trailing zeros."""
+    text = format(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def plan_limits(pricing: PricingConfig, terms: CustomerTerms) -> tuple[Decimal, dict[str, Decimal | None]]:
+    """Base price and limits that apply to a customer: the plan's, overridden by custom terms."""
+    plan = pricing.plans.get(terms.plan)
+    if plan is None:
+        raise RequestRejected(409, f"plan {terms.plan!r} is not in the pricing configuration")
+    limits: dict[str, Decimal | None] = {key: getattr(plan, key) for key in LIMIT_KEYS}
+    base = plan.base_price
+    if plan.custom:
+        base = terms.base_price if terms.base_price is not None else base
+        limits.update(terms.limits or {})
+    if base is None:
+        raise RequestRejected(409, f"plan {terms.plan!r} is custom and the customer has no base_price")
+    return base, limits
+
+
+def compute_invoice(
+    customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, totals: dict[str, Decimal]
+) -> Invoice:
+    """The invoice of ``customer_id`` for ``month`` from its summed usage ``totals`` (meter -> amount)."""
+    hours = Decimal(hours_in_month(month))
+    base, limits = plan_limits(pricing, terms)
+
+    def times_hours(limit: Decimal | None) -> Decimal | None:
+        return None if limit is None else limit * hours
+
+    def total(meter: str) -> Decimal:
+        return totals.get(meter, Decimal(0))
+
+    prices = pricing.prices
+    lines = [
+        InvoiceLine("cpu", "core-hour", total("cpu_hours"), times_hours(limits["vcpu"]), prices.cpu_core_hour),
+        InvoiceLine(
+            "memory", "GB-hour", total("memory_gb_hours"), times_hours(limits["memory_gb"]), prices.memory_gb_hour
+        ),
+        InvoiceLine(
+            "storage", "GB-month", total("storage_gb_hours") / hours, limits["storage_gb"], prices.storage_gb_month
+        ),
+        InvoiceLine(
+            "network",
+            "GB",
+            (total("network_bytes_sent") + total("network_bytes_received")) / GIB,
+            limits["network_gb"],
+            prices.network_gb,
+        ),
+        InvoiceLine(
+            "http_requests",
+            "million requests",
+            total("http_requests") / MILLION,
+            Decimal(0),
+            prices.http_million_requests,
+        ),
+    ]
+    for name, meter in sorted(pricing.meters.items()):
+        lines.append(InvoiceLine(name, meter.unit, total(name), meter.included, meter.price))
+    return Invoice(customer_id, month, terms.plan, pricing.currency, int(hours), base, lines)
+
+
+def render_invoice(invoice: dict[str, Any]) -> str:
+    """An invoice (as ``Invoice.to_dict`` gives it) as an aligned table for people."""
+    header = ["meter", "unit", "used", "included", "overage", "unit price", "amount"]
+    rows = [header] + [
+        [
+            line["meter"],
+            line["unit"],
+            line["used"],
+            line["included"],
+            line["overage"],
+            line["unit_price"],
+            line["amount"],
+        ]
+        for line in invoice["lines"]
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    body = "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in rows
+    )
+    currency = invoice["currency"].upper()
+    title = (
+        f"invoice {invoice['customer_id']}  {invoice['month']}  plan {invoice['plan']}  "
+        f"({invoice['hours_in_month']} hours)"
+    )
+    return (
+        f"{title}\n{'base price'.ljust(widths[0])}  {invoice['base_price']} {currency}\n{body}\n"
+        f"{'total'.ljust(widths[0])}  {invoice['total']} {currency}"
+    )
