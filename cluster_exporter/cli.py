@@ -1,6 +1,7 @@
 """Command line: parse, call one function, turn an ExporterError into one line and an exit code.
 
 cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
+cluster-exporter run [--once] [--as-of T] [--backfill-from T] [--state-dir D] [--dry-run] [options]
 cluster-exporter demo [--format table|json]
 cluster-exporter config-reference
 cluster-exporter billing-api serve | invoice | migrate [options]
@@ -83,12 +84,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=("json", "table"), default="table")
     demo.add_argument("--workdir", type=Path, default=None, help="where to keep the demo's data (default: a temp dir)")
 
+    run = sub.add_parser("run", help="deliver every closed window, forever or --once (see docs/delivery.md)")
+    _add_common(run)
+    run.add_argument("--once", action="store_true", help="one catch-up cycle, then exit (0: all delivered)")
+    run.add_argument("--as-of", help="pretend the clock reads this time at start (RFC 3339)")
+    run.add_argument("--dry-run", action="store_true", help="print the due windows' reports; no state, no Lease")
+    for flag, (path, help_text) in RUN_FLAGS.items():
+        run.add_argument(flag, dest="set_" + path.replace(".", "__"), help=f"{help_text} (env {_env(path)})")
+    run.add_argument(
+        "--leader-election",
+        dest="set_delivery__leader_election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"report only while holding the Lease (env {_env('delivery.leader_election')}; default on)",
+    )
+
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
 
     from .billing_api.cli import add_arguments as add_billing_api_arguments
 
     add_billing_api_arguments(sub.add_parser("billing-api", help="the billing API: receive, price and bill usage"))
     return parser
+
+
+RUN_FLAGS: dict[str, tuple[str, str]] = {
+    "--backfill-from": ("delivery.backfill_from", "on a first start, report from this window start on"),
+    "--state-dir": ("delivery.state_dir", "keep the state in this directory (else a ConfigMap)"),
+    "--state-backend": ("delivery.state_backend", "auto, directory or configmap"),
+    "--namespace": ("delivery.namespace", "namespace of the Lease and state ConfigMap (default: the pod's)"),
+    "--max-age": ("delivery.max_age", "oldest window catch-up builds (default 840h = 35 days)"),
+    "--retry-budget": ("delivery.retry_budget", "how long a cycle retries a delivery (default 2m)"),
+    "--metrics-port": ("delivery.metrics_port", "port of /metrics, /healthz, /readyz (default 9464)"),
+}
 
 
 def _run_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,7 +159,16 @@ def render(report: dict[str, Any], fmt: str) -> str:
     return f"{title}\n{body}"
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"report": _run_report}
+def _run_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .metering import parse_time
+    from .service import RunOptions, configure_logging, run_service
+
+    configure_logging()
+    options = RunOptions(once=args.once, as_of=parse_time(args.as_of) if args.as_of else None, dry_run=args.dry_run)
+    return asyncio.run(run_service(settings, options))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"report": _run_report, "run": _run_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

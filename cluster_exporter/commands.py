@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .delivery import post_report
+from .delivery import send_report
 from .errors import UsageError
 from .metering import measure_window
 from .prometheus import PrometheusClient
@@ -21,5 +21,6 @@ async def run_report(settings: Settings, window_end: datetime, now: datetime, dr
     async with PrometheusClient(settings.prometheus) as prometheus:
         report = await measure_window(settings, window_end, now, prometheus)
     if not dry_run:
-        await post_report(settings.billing_api, report)
+        # One report now, with the run command's retries but no spool: `report` keeps no state.
+        await send_report(settings.billing_api, settings.delivery, report)
     return report

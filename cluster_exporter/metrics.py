@@ -69,6 +69,29 @@ class ExporterMetrics:
             registry=registry,
         )
 
+        self.windows_skipped = Counter(
+            "cluster_exporter_delivery_windows_skipped_total",
+            "Windows never built because they started more than delivery.max_age before the clock.",
+            registry=registry,
+        )
+        self.cycles = Counter(
+            "cluster_exporter_delivery_cycles_total",
+            "Catch-up cycles, by result (ok, failed, stopped, not_leader).",
+            ["result"],
+            registry=registry,
+        )
+        self.spool_bytes = Gauge(
+            "cluster_exporter_spool_bytes",
+            "Size of the spooled report bodies as stored (gzipped in the ConfigMap backend).",
+            registry=registry,
+        )
+        self.state_errors = Counter(
+            "cluster_exporter_state_errors_total",
+            "Failed reads or writes of the durable state, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+
         # metering
         self.query_duration = Histogram(
             "cluster_exporter_prometheus_query_duration_seconds",
@@ -110,6 +133,11 @@ class ExporterMetrics:
         self.is_leader = Gauge(
             "cluster_exporter_leader_is_leader",
             "1 while this replica holds the leader Lease.",
+            registry=registry,
+        )
+        self.leader_transitions = Counter(
+            "cluster_exporter_leader_transitions_total",
+            "Times this replica became leader.",
             registry=registry,
         )
 

@@ -19,7 +19,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -286,6 +286,129 @@ class BillingApiSettings(_Group):
         return self.token
 
 
+def _utc_time(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise ValueError(f"not a time: {value!r} (use RFC 3339, e.g. 2025-11-20T00:00:00Z)") from exc
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("time has no timezone (add Z for UTC)")
+        return value.astimezone(UTC)
+    return value
+
+
+UtcTime = Annotated[datetime, BeforeValidator(_utc_time)]
+
+
+class DeliverySettings(_Group):
+    """How `run` schedules, stores and delivers reports (see docs/delivery.md)."""
+
+    state_backend: Literal["auto", "directory", "configmap"] = Field(
+        "auto",
+        description="Where the watermark, spool and dead letters live: a directory (a PVC, or local use) or a "
+        "ConfigMap in the exporter's namespace. auto: directory when state_dir is set, else configmap.",
+    )
+    state_dir: Path | None = Field(None, description="Directory of the directory backend (created if missing).")
+    configmap_name: str = Field("cluster-exporter-state", description="Name of the ConfigMap of the configmap backend.")
+    configmap_max_bytes: int = Field(
+        900_000,
+        ge=10_000,
+        le=1_000_000,
+        description="Budget for the ConfigMap's data (the API server refuses more than 1 MiB). Spooled reports are "
+        "gzipped; a spool over budget stops building new windows until it drains.",
+    )
+    namespace: str | None = Field(
+        None,
+        description="Namespace of the state ConfigMap and the Lease. Default: the pod's own namespace (read from "
+        "the service account).",
+    )
+    backfill_from: UtcTime | None = Field(
+        None,
+        description="On a first start (no watermark), report windows from this time on (RFC 3339, on a window "
+        "boundary) instead of from the current window.",
+    )
+    max_age: Duration = Field(
+        timedelta(days=35),
+        description="Oldest window start catch-up will still build, counted back from the clock; default 35 days "
+        "(840h), Stripe's limit for meter event timestamps. Older windows are skipped and counted.",
+    )
+    retry_budget: Duration = Field(
+        timedelta(minutes=2),
+        description="How long one cycle keeps retrying a delivery. Then the report stays spooled: --once exits "
+        "non-zero, the loop tries again after poll_interval.",
+    )
+    backoff_initial: Duration = Field(timedelta(seconds=1), description="First retry delay (doubles, with jitter).")
+    backoff_max: Duration = Field(timedelta(seconds=60), description="Longest delay between two delivery attempts.")
+    retry_after_max: Duration = Field(
+        timedelta(minutes=5), description="Longest Retry-After honoured; longer ones are cut to this."
+    )
+    max_customers_per_part: int = Field(
+        2000,
+        ge=1,
+        le=1_000_000,
+        description="Customers per request; a bigger report is split into parts sharing report_id and window.",
+    )
+    poll_interval: Duration = Field(
+        timedelta(seconds=60),
+        description="In the loop: how long to wait after a failed cycle, and how often a standby replica looks "
+        "for leadership work.",
+    )
+    metrics_address: str = Field("0.0.0.0", description="Address of the /metrics, /healthz and /readyz server.")
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="Port of the /metrics, /healthz and /readyz server (0: a free port, logged)."
+    )
+    leader_election: bool = Field(
+        True,
+        description="Report only while holding a coordination.k8s.io Lease (run two replicas for HA). Off: this "
+        "process reports whenever it runs.",
+    )
+    lease_name: str = Field("cluster-exporter", description="Name of the Lease.")
+    lease_duration: Duration = Field(
+        timedelta(seconds=15), description="How long a Lease is valid after its last renewal without being renewed."
+    )
+    lease_renew_deadline: Duration = Field(
+        timedelta(seconds=10),
+        description="The leader stops reporting when it could not renew for this long (shorter than "
+        "lease_duration, so it stops before anyone else may start).",
+    )
+    lease_retry_period: Duration = Field(
+        timedelta(seconds=2), description="How often the leader renews and a standby tries to acquire."
+    )
+    identity: str | None = Field(
+        None, description="This replica's name in the Lease. Default: the host name (the pod name) and process id."
+    )
+    progress: Literal["auto", "bar", "lines"] = Field(
+        "auto", description="Catch-up progress: a bar on a terminal, one log line per window otherwise (auto)."
+    )
+
+    @field_validator("configmap_name", "lease_name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", value):
+            raise ValueError(f"not a Kubernetes object name: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeliverySettings:
+        if self.state_backend == "directory" and self.state_dir is None:
+            raise ValueError("delivery.state_backend=directory needs delivery.state_dir")
+        if self.lease_renew_deadline >= self.lease_duration:
+            raise ValueError("delivery.lease_renew_deadline must be shorter than delivery.lease_duration")
+        if self.lease_retry_period >= self.lease_renew_deadline:
+            raise ValueError("delivery.lease_retry_period must be shorter than delivery.lease_renew_deadline")
+        return self
+
+    @property
+    def backend(self) -> Literal["directory", "configmap"]:
+        """The state backend in effect (auto resolved)."""
+        if self.state_backend == "auto":
+            return "directory" if self.state_dir is not None else "configmap"
+        return self.state_backend
+
+
 class Settings(BaseSettings):
     """All settings of one cluster-exporter process."""
 
@@ -299,6 +422,7 @@ class Settings(BaseSettings):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)  # type: ignore[arg-type]
     metering: MeteringSettings = Field(default_factory=MeteringSettings)  # type: ignore[arg-type]
     billing_api: BillingApiSettings = Field(default_factory=BillingApiSettings)  # type: ignore[arg-type]
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)  # type: ignore[arg-type]
 
     @field_validator("cluster_id")
     @classmethod
@@ -325,6 +449,7 @@ GROUPS: dict[str, type[_Group]] = {
     "kubernetes": KubernetesSettings,
     "metering": MeteringSettings,
     "billing_api": BillingApiSettings,
+    "delivery": DeliverySettings,
 }
 
 # The original design's environment names, and other names users already have set.

@@ -5,16 +5,27 @@ No real API server can run on the development machines (none is packaged), so th
 cluster-exporter uses, the way the API server does it: namespaces with labels, label selectors
 (``key``, ``!key``, ``key=value``, ``key!=value``, ``key in (a,b)``, ``key notin (a,b)``),
 ``limit``/``continue`` pagination, and injectable failures.
+
+For delivery it also serves namespaced ConfigMaps (v1) and Leases (coordination.k8s.io/v1) with
+get, create, replace and delete, and the API server's concurrency rules: every write bumps a
+cluster-wide resourceVersion; a replace carrying a stale resourceVersion is refused with 409
+Conflict, one without any is applied unconditionally; creating an existing object is 409
+AlreadyExists; objects can only be created in an existing namespace; a ConfigMap whose data and
+binaryData exceed 1 MiB is refused with 422 Invalid ("Too long").
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import copy
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +89,15 @@ class KubeState:
     fail_status: int | None = None  # answer every request with this HTTP status
     requests: list[str] = field(default_factory=list)  # path?query of each request, for assertions
     resource_version: int = 1000
+    # (resource, namespace, name) -> object, for configmaps and leases
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    writes: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status) of each write
+    configmap_max_bytes: int = 1024 * 1024  # the API server's limit on a ConfigMap's data + binaryData
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A stored object (a deep copy), or None."""
+        obj = self.objects.get((resource, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
@@ -142,13 +162,135 @@ def make_app(state: KubeState) -> web.Application:
         ]
         return web.json_response({"kind": "NamespaceList", "apiVersion": "v1", "metadata": metadata, "items": items})
 
+    async def get_object(request: web.Request) -> web.Response:
+        resource, ns, name = _key(request)
+        obj = state.objects.get((resource, ns, name))
+        if obj is None:
+            return _not_found(resource, name)
+        return web.json_response(obj)
+
+    async def write_object(request: web.Request) -> web.Response:
+        response = await _write(request)
+        state.writes.append((request.method, request.path, response.status))
+        return response
+
+    async def _write(request: web.Request) -> web.Response:
+        resource = request.match_info["resource"]
+        ns = request.match_info["namespace"]
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return _status(400, "BadRequest", "the body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+            return _status(400, "BadRequest", "the body has no metadata")
+        meta = body["metadata"]
+        name = request.match_info.get("name") or meta.get("name") or ""
+        if meta.get("name", name) != name:
+            return _status(400, "BadRequest", "the name of the object does not match the name on the URL")
+        if meta.get("namespace", ns) != ns:
+            return _status(400, "BadRequest", "the namespace of the object does not match the namespace on the URL")
+        invalid = _validate(resource, name, body, state.configmap_max_bytes)
+        if invalid is not None:
+            return invalid
+        existing = state.objects.get((resource, ns, name))
+        if request.method == "POST":
+            if existing is not None:
+                return _status(409, "AlreadyExists", f'{resource} "{name}" already exists')
+            if ns not in state.namespaces:
+                return _status(404, "NotFound", f'namespaces "{ns}" not found')
+            if meta.get("resourceVersion"):
+                return _status(400, "BadRequest", "resourceVersion should not be set on objects to be created")
+            meta["uid"] = f"uid-{resource}-{ns}-{name}-{state.resource_version}"
+            meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            status = 201
+        else:
+            if existing is None:
+                return _not_found(resource, name)
+            wanted = meta.get("resourceVersion")
+            if wanted and wanted != existing["metadata"]["resourceVersion"]:
+                return _status(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                )
+            meta["uid"] = existing["metadata"]["uid"]
+            meta["creationTimestamp"] = existing["metadata"]["creationTimestamp"]
+            status = 200
+        state.resource_version += 1
+        meta.update(name=name, namespace=ns, resourceVersion=str(state.resource_version))
+        state.objects[(resource, ns, name)] = body
+        return web.json_response(body, status=status)
+
+    async def delete_object(request: web.Request) -> web.Response:
+        resource, ns, name = _key(request)
+        if state.objects.pop((resource, ns, name), None) is None:
+            return _not_found(resource, name)
+        state.resource_version += 1
+        state.writes.append((request.method, request.path, 200))
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+
     async def version(_: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "31", "gitVersion": "v1.31.0-standin"})
 
     app = web.Application(middlewares=[record])
     app.router.add_get("/api/v1/namespaces", list_namespaces)
     app.router.add_get("/version", version)
+    for prefix, resource in (
+        ("/api/v1/namespaces/{namespace}/", "configmaps"),
+        ("/apis/coordination.k8s.io/v1/namespaces/{namespace}/", "leases"),
+    ):
+        collection = prefix + "{resource:" + resource + "}"
+        app.router.add_post(collection, write_object)
+        app.router.add_get(collection + "/{name}", get_object)
+        app.router.add_put(collection + "/{name}", write_object)
+        app.router.add_delete(collection + "/{name}", delete_object)
     return app
+
+
+def _key(request: web.Request) -> tuple[str, str, str]:
+    return request.match_info["resource"], request.match_info["namespace"], request.match_info["name"]
+
+
+def _not_found(resource: str, name: str) -> web.Response:
+    return _status(404, "NotFound", f'{resource} "{name}" not found')
+
+
+_CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+_MICRO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+
+
+def _validate(resource: str, name: str, body: dict[str, Any], max_bytes: int) -> web.Response | None:
+    """The API server's validation of what cluster-exporter writes; None when valid."""
+    if resource == "configmaps":
+        data = body.get("data") or {}
+        binary = body.get("binaryData") or {}
+        size = 0
+        for key, value in data.items():
+            if not _CONFIGMAP_KEY.match(key) or not isinstance(value, str):
+                return _status(422, "Invalid", f'ConfigMap "{name}" is invalid: data[{key}]: Invalid value')
+            size += len(value.encode())
+        for key, value in binary.items():
+            if not _CONFIGMAP_KEY.match(key) or key in data:
+                return _status(422, "Invalid", f'ConfigMap "{name}" is invalid: binaryData[{key}]: Invalid value')
+            try:
+                size += len(base64.b64decode(value, validate=True))
+            except (binascii.Error, TypeError, ValueError):
+                return _status(400, "BadRequest", f"binaryData[{key}] is not base64")
+        if size > max_bytes:
+            return _status(
+                422, "Invalid", f'ConfigMap "{name}" is invalid: []: Too long: must have at most {max_bytes} bytes'
+            )
+        return None
+    spec = body.get("spec") or {}
+    for field_name in ("acquireTime", "renewTime"):
+        value = spec.get(field_name)
+        if value is not None and not (isinstance(value, str) and _MICRO_TIME.match(value)):
+            return _status(400, "BadRequest", f"spec.{field_name}: not a MicroTime: {value!r}")
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        return _status(422, "Invalid", f'Lease "{name}" is invalid: spec.leaseDurationSeconds: must be greater than 0')
+    return None
 
 
 def write_kubeconfig(path: Path, url: str) -> Path:
@@ -205,6 +347,20 @@ class KubeApiStandIn:
         self._thread.start()
         ready.wait(10)
         return self
+
+    def mutate(self, change: Callable[[KubeState], None]) -> None:
+        """Apply ``change`` to the state from the server's own thread (servers started with start_in_thread)."""
+        assert self._loop is not None, "mutate() is for a server started with start_in_thread()"
+        done = threading.Event()
+
+        def apply() -> None:
+            try:
+                change(self.state)
+            finally:
+                done.set()
+
+        self._loop.call_soon_threadsafe(apply)
+        done.wait(10)
 
     def stop_thread(self) -> None:
         """Stop a server started with start_in_thread."""
