@@ -36,6 +36,6 @@ ENV PATH=/opt/cluster-exporter/bin:$PATH \
 COPY --from=build /opt/cluster-exporter /opt/cluster-exporter
 # A fixed numeric non-root uid/gid, the same as the chart's podSecurityContext.runAsUser (65532).
 USER 65532:65532
-EXPOSE 9100
+EXPOSE 9464
 ENTRYPOINT ["/opt/cluster-exporter/bin/cluster-exporter"]
 CMD ["run"]

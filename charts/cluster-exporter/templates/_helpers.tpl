@@ -94,13 +94,6 @@ Name of the state ConfigMap.
 {{- end -}}
 
 {{/*
-Whether leader election is on: only a Deployment elects a leader (a CronJob never overlaps itself).
-*/}}
-{{- define "cluster-exporter.leaderElection" -}}
-{{- if and (eq .Values.mode "deployment") .Values.leaderElection.enabled -}}true{{- end -}}
-{{- end -}}
-
-{{/*
 Name of the Secret holding the billing API token, empty when there is none.
 */}}
 {{- define "cluster-exporter.billingTokenSecret" -}}

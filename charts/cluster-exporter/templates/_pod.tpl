@@ -23,14 +23,6 @@ containers:
     args:
       {{- toYaml $.args | nindent 6 }}
     env:
-      - name: POD_NAME
-        valueFrom:
-          fieldRef:
-            fieldPath: metadata.name
-      - name: POD_NAMESPACE
-        valueFrom:
-          fieldRef:
-            fieldPath: metadata.namespace
       - name: CONFIG_FILE
         value: /etc/cluster-exporter/config.toml
       - name: CLUSTER_ID
@@ -51,38 +43,38 @@ containers:
       - name: BILLING_API_TOKEN_FILE
         value: /var/run/secrets/cluster-exporter/billing-api/token
       {{- end }}
-      - name: SERVER_PORT
+      {{- if eq .Values.mode "deployment" }}
+      - name: DELIVERY_METRICS_PORT
         value: {{ .Values.server.port | quote }}
-      - name: LOG_LEVEL
-        value: {{ .Values.logLevel | quote }}
-      {{- if include "cluster-exporter.leaderElection" . }}
-      - name: LEADER_ELECTION_ENABLED
-        value: "true"
-      - name: LEADER_ELECTION_LEASE_NAME
-        value: {{ include "cluster-exporter.leaseName" . | quote }}
-      - name: LEADER_ELECTION_NAMESPACE
-        value: {{ .Release.Namespace | quote }}
-      {{- else }}
-      - name: LEADER_ELECTION_ENABLED
-        value: "false"
       {{- end }}
+      # The Lease and the state ConfigMap live in the release namespace.
+      - name: DELIVERY_NAMESPACE
+        valueFrom:
+          fieldRef:
+            fieldPath: metadata.namespace
+      - name: DELIVERY_LEADER_ELECTION
+        value: {{ ternary "true" "false" (.Values.leaderElection.enabled) | quote }}
+      {{- if .Values.leaderElection.enabled }}
+      - name: DELIVERY_LEASE_NAME
+        value: {{ include "cluster-exporter.leaseName" . | quote }}
+      {{- end }}
+      - name: DELIVERY_STATE_BACKEND
+        value: {{ .Values.state.backend | quote }}
       {{- if eq .Values.state.backend "configmap" }}
-      - name: STATE_CONFIGMAP
+      - name: DELIVERY_CONFIGMAP_NAME
         value: {{ include "cluster-exporter.stateConfigMapName" . | quote }}
-      - name: STATE_NAMESPACE
-        value: {{ .Release.Namespace | quote }}
       {{- else }}
-      - name: STATE_DIR
+      - name: DELIVERY_STATE_DIR
         value: /var/lib/cluster-exporter
       {{- end }}
       {{- with .Values.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
+    {{- if eq .Values.mode "deployment" }}
     ports:
       - name: http-metrics
         containerPort: {{ .Values.server.port }}
         protocol: TCP
-    {{- if eq .Values.mode "deployment" }}
     livenessProbe:
       httpGet:
         path: /healthz
