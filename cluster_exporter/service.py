@@ -286,8 +286,12 @@ async def _loop(
     settle = settings.metering.effective_settle_delay
     while not stop.is_set():
         if elector is not None and not elector.is_leader():
-            health.ready, health.reason = elector.reachable, f"standby; {elector.describe()} held by another replica"
-            await elector.wait_until_leader(stop, give_up_after=d.poll_interval.total_seconds())
+            # Short waits, so readiness follows whether the Lease API answers.
+            await elector.wait_until_leader(stop, give_up_after=d.lease_retry_period.total_seconds())
+            health.ready = elector.reachable
+            health.reason = f"standby ({elector.describe()} is held by another replica)"
+            if not elector.reachable:
+                health.reason = f"cannot reach the Kubernetes API for {elector.describe()}"
             continue
         result = await runner.cycle()
         health.ready, health.reason = True, "running"
