@@ -3,14 +3,13 @@
 The API keeps its own models rather than reusing ``cluster_exporter.report``: the receiver must
 hold every sender to the contract (exporters of other versions, or anything else with a token),
 reject what it cannot bill (unknown meters, partial hours, NaN) and read amounts as exact Decimals
-straight from the JSON text, never through a binary float.
+straight from the JSON text (``json.loads(parse_float=Decimal)``), never through a binary float.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -19,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -44,21 +44,27 @@ SHARE_QUANTUM = Decimal("1e-12")
 
 CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")]
 ClusterId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
-Amount = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+
+
+def _number(value: Any) -> Any:
+    # JSON numbers arrive as int or Decimal; a string or a boolean that merely looks like one is refused.
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError("must be a JSON number")
+    return Decimal(value) if isinstance(value, int) else value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_number), Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
 
 
 def _custom_amount(name: str, value: Any, integer: bool) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite")
-        if integer:
-            raise ValueError(f"{name} must be a whole number")
-        amount = Decimal(repr(value))  # repr is the shortest text that reads back as the same float
-    else:
-        amount = Decimal(value)
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise ValueError(f"{name} must be a JSON number")
+    amount = Decimal(value)
+    if not amount.is_finite():
+        raise ValueError(f"{name} must be finite")
+    if integer and not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number")
     if amount < 0 or amount > MAX_AMOUNT:
         raise ValueError(f"{name} must be between 0 and {MAX_AMOUNT}")
     return amount
@@ -209,10 +215,15 @@ def _describe(exc: ValidationError) -> str:
 def parse_report(body: bytes, meters: dict[str, bool], now: datetime) -> ReportIn:
     """Validate a report body: 400 for what is not JSON, 422 for JSON that is not a valid report."""
     try:
-        return ReportIn.model_validate_json(body, context={"meters": meters, "now": now})
+        # NaN and Infinity are not JSON; read them as Decimal NaN so validation names the field.
+        data = json.loads(body, parse_float=Decimal, parse_constant=lambda _: Decimal("NaN"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RequestRejected(400, f"malformed JSON: {clip(str(exc))}") from exc
+    if not isinstance(data, dict):
+        raise RequestRejected(422, "the report must be a JSON object")
+    try:
+        return ReportIn.model_validate(data, context={"meters": meters, "now": now})
     except ValidationError as exc:
-        if any(e["type"] == "json_invalid" for e in exc.errors()):
-            raise RequestRejected(400, f"malformed JSON: {_describe(exc)}") from exc
         raise RequestRejected(422, _describe(exc)) from exc
 
 

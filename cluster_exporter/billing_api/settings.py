@@ -14,16 +14,25 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..settings import Duration
+from ..settings import Duration, parse_duration
 from .errors import BillingConfigError
 
 CLUSTER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MIB = 1024 * 1024
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+DelayDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
 
 
 class BillingSettings(BaseSettings):
@@ -51,7 +60,7 @@ class BillingSettings(BaseSettings):
     stripe_api_key: str | None = Field(None, description="Stripe secret key; without it nothing is pushed.", repr=False)
     stripe_api_base: str = Field("https://api.stripe.com", description="Base address of the Stripe API.")
     stripe_push_interval: Duration = Field(timedelta(seconds=60), description="Pause between two Stripe push rounds.")
-    stripe_settle_delay: Duration = Field(
+    stripe_settle_delay: DelayDuration = Field(
         timedelta(minutes=15),
         description="How long after a window's end its usage waits before being pushed, so the reports of every "
         "cluster for that hour are summed into one meter event per customer, meter and hour.",

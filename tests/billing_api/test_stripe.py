@@ -1,0 +1,172 @@
+"""The Stripe outbox against a recording stand-in for Stripe, on SQLite and PostgreSQL.
+
+Stripe is down while reports arrive (they are all accepted at once), then loses responses, then
+comes back: every (customer, meter, hour) reaches it exactly once, with the value worked out by
+hand, in integer units (thousandths for core-hours and GB-hours, bytes and requests as they are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cluster_exporter.billing_api.stripe_push import backoff_seconds, event_timestamp
+
+from .conftest import TOKENS, Server, start_server, stop_server
+from .reports import report_body, usage
+from .stripe_standin import API_KEY, StripeStandIn
+
+EAST, WEST, SOUTH = "k8s-us-east-1", "k8s-eu-west-1", "k8s-ap-south-1"
+
+
+class Clock:
+    """The server's clock: real time plus an offset the test moves forward to make retries due."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait until ``check`` holds (at most 30 s)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def outbox(server: Server) -> dict[str, int]:
+    status, answer = await server.admin("GET", "/api/stripe/outbox")
+    assert status == 200
+    return answer  # type: ignore[no-any-return]
+
+
+def recorded(stripe: StripeStandIn) -> dict[tuple[str, str, int], list[int]]:
+    """(Stripe customer, event name, timestamp) -> values of the accepted events."""
+    out: dict[tuple[str, str, int], list[int]] = {}
+    for event in stripe.events.values():
+        out.setdefault((event.customer, event.event_name, event.timestamp), []).append(event.value)
+    return out
+
+
+async def put(server: Server, customer: str, **terms: Any) -> None:
+    status, _ = await server.admin(
+        "PUT", f"/api/customers/{customer}", json.dumps({"plan": "starter", **terms}).encode()
+    )
+    assert status in (200, 201)
+
+
+async def test_stripe_down_then_up_every_event_once(database_url: str) -> None:
+    stripe = await StripeStandIn(mode="down", unknown_customers={"cus_missing"}).start()
+    clock = Clock()
+    server = await start_server(
+        database_url,
+        clock=clock,
+        stripe_api_key=API_KEY,
+        stripe_api_base=stripe.url,
+        stripe_push_interval=timedelta(seconds=0.05),
+        stripe_settle_delay=timedelta(0),
+    )
+    try:
+        h0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+        h1 = h0 + timedelta(hours=1)
+        old = h0 - timedelta(days=40)
+        await put(server, "cust_a", stripe_customer_id="cus_a")
+        await put(server, "cust_b", stripe_customer_id="cus_b")
+        await put(server, "cust_old", stripe_customer_id="cus_old")
+        await put(server, "cust_bad", stripe_customer_id="cus_missing")
+        await put(server, "cust_later")  # no Stripe customer yet
+        reports = [
+            (EAST, h0, {"cust_a": usage(cpu=1.5, memory=0.5, sent=1000), "cust_b": usage(storage=10.25)}),
+            (
+                WEST,
+                h0,
+                {"cust_a": usage(cpu=0.25, sent=24), "cust_later": usage(cpu=3.0), "cust_bad": usage(requests=9)},
+            ),
+            (EAST, h1, {"cust_a": usage(cpu=2.0, requests=7)}),
+            (EAST, old, {"cust_old": usage(received=5)}),
+        ]
+        for cluster, start, customers in reports:  # Stripe is down: every report is still taken at once
+            assert (await server.post_report(report_body(cluster, start, customers), TOKENS[cluster]))[0] == 201
+
+        # Down: tried, nothing delivered, everything waits in the outbox.
+        await eventually(lambda: _true_if(stripe.attempts >= 1), "a first attempt")
+        await eventually(lambda: _pending_is(server, 9), "9 events in the outbox")
+        assert not stripe.events and (await outbox(server))["reports_not_expanded"] == 0
+
+        # Stripe takes events but the responses are lost: the pusher must not count them as delivered.
+        stripe.mode = "lose_responses"
+        clock.offset += timedelta(seconds=backoff_seconds(1) + 1)
+        await eventually(lambda: _true_if(len(stripe.events) >= 1), "an event recorded with its response lost")
+        assert (await outbox(server))["events_sent"] == 0
+
+        # Up again; retries come due; the lost ones are refused as duplicates and count as delivered.
+        stripe.mode = "up"
+        clock.offset += timedelta(hours=2)
+        await eventually(lambda: _sent_and_failed(server, 7, 1), "7 events sent and 1 refused for good")
+        assert stripe.duplicates >= 1
+        now = int(clock().timestamp())
+        t0, t1 = int(h0.timestamp()), int(h1.timestamp())
+        expected = {
+            ("cus_a", "cpu_hours", t0): [1750],  # 1.5 + 0.25 core-hours from two clusters, in milli-core-hours
+            ("cus_a", "memory_gb_hours", t0): [500],  # 0.5 GB-hours
+            ("cus_a", "network_bytes_sent", t0): [1024],  # 1000 + 24 bytes
+            ("cus_a", "cpu_hours", t1): [2000],
+            ("cus_a", "http_requests", t1): [7],
+            ("cus_b", "storage_gb_hours", t0): [10250],  # 10.25 GB-hours
+        }
+        got = recorded(stripe)
+        # 40 days old: stamped 34 days before the (server's) time it was first sent, inside Stripe's window.
+        [(old_key, old_values)] = [(k, v) for k, v in got.items() if k[0] == "cus_old"]
+        assert old_key[1:2] == ("network_bytes_received",) and old_values == [5]
+        assert int(old.timestamp()) < old_key[2] and old_key[2] + 34 * 86400 <= now
+        assert {k: v for k, v in got.items() if k[0] != "cus_old"} == expected
+        assert stripe.refused == []
+
+        # A customer gets its Stripe id: its queued usage goes out. A wrong id, corrected, is retried.
+        await put(server, "cust_later", stripe_customer_id="cus_later")
+        await put(server, "cust_bad", stripe_customer_id="cus_fixed")
+        await eventually(lambda: _sent_and_failed(server, 9, 0), "the queued and the corrected events")
+        got = recorded(stripe)
+        assert got[("cus_later", "cpu_hours", t0)] == [3000]
+        assert got[("cus_fixed", "http_requests", t0)] == [9]
+
+        # Usage for an hour already pushed, from a third cluster: one more event with the difference.
+        late = report_body(SOUTH, h0, {"cust_a": usage(cpu=0.5)})
+        assert (await server.post_report(late, TOKENS[SOUTH]))[0] == 201
+        await eventually(lambda: _sent_and_failed(server, 10, 0), "the late event")
+        assert sorted(recorded(stripe)[("cus_a", "cpu_hours", t0)]) == [500, 1750]
+        assert len(stripe.events) == 10 and (await outbox(server))["events_pending"] == 0
+        assert server.registry.get_sample_value("cluster_exporter_billing_api_stripe_events_total", {"outcome": "sent"})
+    finally:
+        await stop_server(server)
+        await stripe.stop()
+
+
+async def _true_if(condition: bool) -> bool:
+    return condition
+
+
+async def _pending_is(server: Server, count: int) -> bool:
+    return (await outbox(server))["events_pending"] == count
+
+
+async def _sent_and_failed(server: Server, sent: int, failed: int) -> bool:
+    state = await outbox(server)
+    return state["events_sent"] == sent and state["events_failed"] == failed
+
+
+def test_timestamps_and_backoff() -> None:
+    now = 1_800_000_000
+    hour = now - 7200
+    assert event_timestamp(hour, now) == hour
+    assert event_timestamp(now - 40 * 86400, now) == now - 34 * 86400
+    assert event_timestamp(now + 3600, now) == now
+    assert [backoff_seconds(n) for n in (1, 2, 3, 8, 20)] == [30, 60, 120, 3600, 3600]
