@@ -41,6 +41,7 @@ from .helm import (
     run,
     system_tool,
     template_args,
+    values_of,
     venv_tool,
 )
 
@@ -114,6 +115,25 @@ def test_every_value_is_commented(chart: Path) -> None:
             missing.append(".".join([k for _, k in parents] + [key]))
         parents.append((indent, key))
     assert not missing, f"values.yaml keys without a comment: {missing}"
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in LITERAL_BLOCKS:
+            out += _leaves(value, path + ".")
+        else:
+            out.append(path)
+    return out
+
+
+@pytest.mark.parametrize("chart", CHARTS, ids=lambda c: c.name)
+def test_every_value_is_in_the_installation_guide(chart: Path) -> None:
+    """docs/installation.md lists every value of both charts (so the guide cannot drift from values.yaml)."""
+    guide = (ROOT / "docs" / "installation.md").read_text()
+    missing = [key for key in _leaves(values_of(chart)) if f"| `{key}` |" not in guide]
+    assert not missing, f"docs/installation.md does not list {missing}"
 
 
 # --- lint and schema ------------------------------------------------------------------------------
