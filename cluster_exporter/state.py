@@ -307,6 +307,7 @@ class DirectoryStore:
 
     def save(self, state: State) -> None:
         """Write new spool blobs, then the index (the commit point), then drop blobs no longer indexed."""
+        self._prepare()
         try:
             for entry in state.spool:
                 name = entry.blob_name()
