@@ -140,6 +140,7 @@ class Runner:
         self.monotonic = monotonic
         self.length = settings.metering.window
         self._deadline: float | None = None
+        self._told_backfill = False
 
     def may_send(self) -> bool:
         """Neither stopping nor without the Lease."""
@@ -189,6 +190,9 @@ class Runner:
             state.watermark = initial_watermark(now, self.length, d.backfill_from)
             log.info("first start: reporting windows from %s on", format_time(state.watermark))
             changed = True
+        elif d.backfill_from is not None and not self._told_backfill:
+            self._told_backfill = True
+            log.info("state in %s has a watermark; --backfill-from is ignored", self.store.describe())
         oldest = ceil_to(now - d.max_age, self.length)
         if state.watermark < oldest:
             result.skipped = (oldest - state.watermark) // self.length

@@ -298,6 +298,8 @@ async def _loop(
         if result.stopped:
             break
         log.info("cycle done: %s", result.summary())
+        if result.not_leader:
+            continue  # lost the Lease mid-cycle: wait as a standby (loop top)
         if result.ok:
             now = clock()
             due_at = newest_due_end(now, length, settle) + length + settle
