@@ -321,57 +321,62 @@ def live_exporter(
     secret = one(docs, "Secret")
 
     kube = KubeApiStandIn(KubeState(namespaces=demo_namespaces(cluster))).start_in_thread()
-    with _Receiver() as receiver:
-        # The pod's files, at temporary paths: the config file, the mounted token, the state directory.
-        env: dict[str, str] = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(work)}
-        for item in container["env"]:
-            if "value" in item:
-                env[item["name"]] = item["value"]
-        (work / "config.toml").write_text(config["data"]["config.toml"])
-        env["CONFIG_FILE"] = str(work / "config.toml")
-        (work / "token").write_text(base64.b64decode(secret["data"]["token"]).decode())
-        env["BILLING_API_TOKEN_FILE"] = str(work / "token")
-        env["DELIVERY_STATE_DIR"] = str(work / "state")
-        env["BILLING_API_URL"] = receiver.url
-        env["KUBECONFIG"] = str(write_kubeconfig(work / "kubeconfig", kube.url))  # in a pod: in-cluster config
-        args = [*container["args"], "--as-of", AS_OF, "--backfill-from", BACKFILL_FROM]
-        log = work / "exporter.log"
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cluster_exporter.cli", *args],
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                cwd=work,
+    try:
+        with _Receiver() as receiver:
+            # The pod's files, at temporary paths: the config file, the mounted token, the state directory.
+            env: dict[str, str] = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(work)}
+            env.update({item["name"]: item["value"] for item in container["env"] if "value" in item})
+            (work / "config.toml").write_text(config["data"]["config.toml"])
+            (work / "token").write_text(base64.b64decode(secret["data"]["token"]).decode())
+            env.update(
+                CONFIG_FILE=str(work / "config.toml"),
+                BILLING_API_TOKEN_FILE=str(work / "token"),
+                DELIVERY_STATE_DIR=str(work / "state"),
+                BILLING_API_URL=receiver.url,
+                # In a pod the in-cluster config is used; here the stand-in, through a kubeconfig.
+                KUBECONFIG=str(write_kubeconfig(work / "kubeconfig", kube.url)),
             )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"cluster-exporter run exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    status, text = _get(f"{base}/metrics")
-                    if (
-                        status == 200
-                        and _sample(text, "cluster_exporter_delivery_windows_delivered_total") == DEMO_WINDOWS
-                    ):
-                        break
-                except (TimeoutError, urllib.error.URLError, ConnectionError):
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the exporter did not deliver {DEMO_WINDOWS} windows:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
-            assert receiver.reports >= DEMO_WINDOWS
-            yield base
-        finally:
-            proc.terminate()
+            args = [*container["args"], "--as-of", AS_OF, "--backfill-from", BACKFILL_FROM]
+            log = work / "exporter.log"
+            with log.open("wb") as fh:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cluster_exporter.cli", *args],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    cwd=work,
+                )
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            kube.stop_thread()
+                base = f"http://127.0.0.1:{port}"
+                _wait_for_deliveries(proc, base, log)
+                assert receiver.reports >= DEMO_WINDOWS
+                yield base
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        kube.stop_thread()
+
+
+def _wait_for_deliveries(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    """Poll /metrics until the demo's windows are delivered; fail with the exporter's log otherwise."""
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"cluster-exporter run exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            status, text = _get(f"{base}/metrics")
+            if status == 200 and _sample(text, "cluster_exporter_delivery_windows_delivered_total") == DEMO_WINDOWS:
+                return
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"the exporter did not deliver {DEMO_WINDOWS} windows:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
