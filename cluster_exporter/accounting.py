@@ -22,16 +22,24 @@ RawSeries = tuple[Mapping[str, str], Samples]
 
 
 def _counter_at(samples: Samples, times: list[float], at: float, w: Window) -> float:
-    """B(at): the counter interpolated at ``at`` (reset-aware), its last value, or 0 if unseen."""
+    """B(at): the counter's value at ``at``, by the same rule as queries.counter_boundary.
+
+    Interpolated (reset-aware) between the last sample at or before ``at`` and the first after
+    it, when K >= 1 samples follow within the horizon, the one before is at most max_gap old and
+    the spacing (tk - tb) / K is at most max_gap; else the last value within the lookback; else 0.
+    """
     i = bisect.bisect_right(times, at)  # samples[:i] are at or before `at`
-    if i == 0 or times[i - 1] < at - w.lookback:
+    lookback = w.lookback + (w.length if at == w.end else 0.0)  # as queries._prims
+    if i == 0 or times[i - 1] < at - lookback:
         return 0.0
     tb, vb = samples[i - 1]
-    if i < len(samples):
-        ta, va = samples[i]
-        if ta - tb <= w.max_gap:
+    j = bisect.bisect_right(times, at + w.horizon)  # samples[i:j] are in (at, at + horizon]
+    if j > i and tb >= at - w.max_gap:
+        spacing = (times[j - 1] - tb) / (j - i)
+        if spacing <= w.max_gap:
+            va = samples[i][1]
             increase = va - vb if va >= vb else va
-            return vb + increase * (at - tb) / (ta - tb)
+            return vb + increase * (at - tb) / spacing
     return vb
 
 

@@ -19,7 +19,7 @@ from .prometheus import PrometheusClient, Sample
 from .report import UsageReport, build_report
 from .settings import KubernetesSettings, Settings
 
-RAW_UNITS_PER_QUERY = 100
+RAW_UNITS_PER_QUERY = 500
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 
@@ -53,6 +53,15 @@ def check_ready(window_end: datetime, now: datetime, settle: timedelta) -> None:
         )
 
 
+def make_window(settings: Settings, start: datetime, end: datetime) -> q.Window:
+    """The query parameters of one window, from the metering settings."""
+    m = settings.metering
+    horizon = min(1.5 * m.scrape_interval.total_seconds(), m.max_gap.total_seconds())
+    return q.Window(
+        start.timestamp(), end.timestamp(), m.max_gap.total_seconds(), horizon, m.series_lookback.total_seconds()
+    )
+
+
 def all_meters(settings: Settings) -> list[q.Meter]:
     """Built-in and custom meters, in report order."""
     return q.builtin_meters(settings.metering) + q.custom_meters(settings.metering)
@@ -69,13 +78,7 @@ async def measure_window(
     m = settings.metering
     start, end = window_bounds(window_end, m.window)
     check_ready(end, now, m.effective_settle_delay)
-    w = q.Window(
-        start.timestamp(),
-        end.timestamp(),
-        m.max_gap.total_seconds(),
-        m.resolution.total_seconds(),
-        m.series_lookback.total_seconds(),
-    )
+    w = make_window(settings, start, end)
     at = w.end + w.max_gap  # every query reads data up to here, no further
     meters = all_meters(settings)
     meter_queries = {meter.name: q.meter_queries(meter, w) for meter in meters}
@@ -116,11 +119,13 @@ async def measure_window(
 
     amounts: dict[str, dict[str, float]] = {}
     for meter in meters:
-        main = meter_queries[meter.name][0]
         per_ns: dict[str, float] = {}
-        for sample in by_name[main.name]:
-            ns = sample.labels.get(meter.namespace_label, "")
-            per_ns[ns] = per_ns.get(ns, 0.0) + sample.value
+        for query in meter_queries[meter.name]:
+            if query.role not in ("amount", "custom"):
+                continue
+            for sample in by_name[query.name]:
+                ns = sample.labels.get(meter.namespace_label, "")
+                per_ns[ns] = per_ns.get(ns, 0.0) + query.sign * sample.value
         irregular = [query for query in meter_queries[meter.name] if query.role == "irregular"]
         if irregular:
             units = {unit_key(meter, s.labels) for s in by_name[irregular[0].name]}
@@ -158,6 +163,9 @@ async def _irregular_amounts(
         for key in chunk:
             for label, value in key:
                 matchers.setdefault(label, set()).add(value)
+        for label, values in matchers.items():
+            if any(label not in dict(key) for key in chunk):
+                values.add("")  # a unit without this label must still match (absent == "")
         query = q.raw_samples_query(meter, w, {k: sorted(v) for k, v in matchers.items()})
         return [(s.labels, s.samples) for s in await prometheus.matrix(query.name, query.expr, at)]
 

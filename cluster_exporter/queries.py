@@ -1,25 +1,24 @@
 """Every PromQL expression cluster-exporter sends, named, with what it counts and why.
 
-A window is (T0, T1]. Each meter is one aggregate query answering one number per namespace
-(``sum by (namespace)``), so the number of queries does not grow with tenants. The per-series
-arithmetic inside the query follows the rules in docs/metering.md:
+A window is (T0, T1]. Each meter answers one number per namespace (``sum by (namespace)``), so
+the number of queries does not grow with tenants. The per-series arithmetic follows the rules in
+docs/metering.md and uses only instant selectors and short range functions pinned with ``@``.
 
 Counters (CPU seconds, network bytes, requests): usage = B(T1) - B(T0), where B(T) is the
-counter's value at T interpolated between the last sample at or before T and the first sample
+counter's value at T, interpolated between the last sample at or before T and the first sample
 after it (when they are at most ``max_gap`` apart), the last value when the series stopped before
-T, and 0 when it has no sample in ``series_lookback`` before T (a new series starts from zero).
-Because window k's B(T1) is window k+1's B(T0), consecutive windows split every increment
-exactly, and nothing is extrapolated (unlike increase()/rate()). Series with a counter reset near
-the window are answered by the ``*_resets`` query instead and metered in Python from raw samples
-(``accounting.counter_usage``), because PromQL cannot sum the drops.
+T, and 0 when it was not seen in ``series_lookback`` (a new series starts from zero). Window k's
+B(T1) is window k+1's B(T0), so consecutive windows split every increment exactly, and nothing is
+extrapolated (unlike increase()/rate()). Each boundary is its own query, so its building blocks
+are evaluated once.
 
-Gauges (memory, storage): the time integral of the piecewise-linear line through the samples,
-from a series' first sample to its last, bridging gaps up to ``max_gap``, and cut at T0 and T1
-by interpolation. Inside the window the trapezoid rule over the samples is computed from their
-count, sum, first and last values and times (exact for regular scrapes; a gap is spread over the
-series' mean spacing). The first sample's value comes from a subquery trick: arrivals are seen at
-a fine ``resolution``, each weighted down by K per second, so the earliest arrival wins a
-max_over_time and is decoded back (K is derived from the values' range, so no precision is lost).
+Gauges (memory, storage): the time integral of the line through the samples, cut at T0 and T1
+by interpolation. For a series alive across both boundaries with evenly spaced samples this has
+a closed form, the trapezoid rule from the samples' count and sum plus two edge pieces.
+
+Irregular series (counter resets: PromQL cannot sum the drops; gauges that start, stop, or miss
+samples in the window) are listed by a second query per meter, left out of the amounts, and
+metered from their raw samples by ``accounting`` under the same rules.
 
 Duplicates: copies of one series that differ only in ``dedup_labels`` (two scrape jobs, HA
 Prometheus replicas, RWX volumes reported by several kubelets) are merged with ``max`` before
@@ -30,7 +29,7 @@ pods that have no pod-level series, never both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,7 +67,7 @@ class Window:
     start: float
     end: float
     max_gap: float
-    resolution: float
+    horizon: float  # how far after a boundary its next sample is looked for (~1.5 scrape intervals)
     lookback: float
 
     @property
@@ -195,116 +194,108 @@ def _without(labels: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Primitives. Only instant selectors and short range functions pinned with @: they cost one pass
+# over the series' samples. (timestamp() of a selector inside a subquery costs ~100x more on
+# Prometheus 2.42, so no subquery is used at all.)
+
+
+def _prims(sel: str, w: Window) -> dict[str, str]:
+    """Per-series building blocks at the window's boundaries, as PromQL expressions.
+
+    Around each boundary T: the last sample at or before T (value vb within max_gap, vl within
+    the lookback; time tb), and the K samples in (T, T + horizon] (their last time tk, last value
+    vk, sum sa, min ma). With even spacing the first sample after T is at ta = tb + (tk - tb) / K;
+    its value is ma for a counter without reset, and sa - vk * (K - 1) for any series when K <= 2.
+    """
+    t0, t1, g, h = w.start, w.end, w.max_gap, w.horizon
+    p: dict[str, str] = {}
+    for side, at in (("0", t0), ("1", t1)):
+        ahead = f"{sel}[{_d(h - 0.001)}] @ {_t(at + h)}"  # (T, T + horizon]
+        # at T1 the lookback also spans the window: every series seen by B(T0) is seen by B(T1)
+        lookback = w.lookback + (w.length if side == "1" else 0.0)
+        p[f"vl{side}"] = f"last_over_time({sel}[{_d(lookback)}] @ {_t(at)})"
+        p[f"vb{side}"] = f"last_over_time({sel}[{_d(g)}] @ {_t(at)})"
+        p[f"tb{side}"] = f"timestamp({sel} @ {_t(at)})"
+        p[f"tk{side}"] = f"timestamp({sel} @ {_t(at + h)})"
+        p[f"vk{side}"] = f"last_over_time({ahead})"
+        p[f"ka{side}"] = f"count_over_time({ahead})"
+        p[f"sa{side}"] = f"sum_over_time({ahead})"
+        p[f"ma{side}"] = f"min_over_time({ahead})"
+        p[f"ta{side}"] = f"(({p[f'tb{side}']}) + (({p[f'tk{side}']}) - ({p[f'tb{side}']})) / ({p[f'ka{side}']}))"
+        p[f"va{side}"] = f"(({p[f'sa{side}']}) - ({p[f'vk{side}']}) * (({p[f'ka{side}']}) - 1))"
+    inner = _d(w.length - 0.001)  # (T0, T1]
+    p["n"] = f"count_over_time({sel}[{inner}] @ {_t(t1)})"
+    p["s"] = f"sum_over_time({sel}[{inner}] @ {_t(t1)})"
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
 # Counters
 
 
 def counter_boundary(sel: str, at: float, w: Window) -> str:
-    """B(at) per series: interpolated counter value at ``at`` (see module docstring).
+    """B(at) per series: the counter's value at ``at``.
 
-    VB is the last value within ``lookback``; TB its time (lookback delta, >= max_gap); TA and VA
-    are the first sample after ``at`` within max_gap (VA as a min: simple series have no reset).
+    Interpolated between the last sample at or before ``at`` and the first one after it when a
+    sample follows within the horizon and the two are at most max_gap apart; otherwise the last
+    value seen within the lookback (absent, i.e. 0, when the series had not started).
     """
-    g, r = w.max_gap, w.resolution
-    vb = f"last_over_time({sel}[{_d(w.lookback)}] @ {_t(at)})"
-    tb = f"timestamp({sel} @ {_t(at)})"
-    ta = f"min_over_time((timestamp({sel}) > {_t(at)})[{_d(g)}:{_d(r)}] @ {_t(at + g)})"
-    va = f"min_over_time({sel}[{_d(g - 0.001)}] @ {_t(at + g)})"
-    interpolated = f"(({vb}) + (({va}) - ({vb})) * ({_t(at)} - ({tb})) / (({ta}) - ({tb})))"
-    return f"(({interpolated} and ((({ta}) - ({tb})) <= {g})) or ({vb}))"
+    p = _prims(sel, w)
+    side = "0" if at == w.start else "1"
+    vb, tb, tk, ma, ka, vl = (p[f"{k}{side}"] for k in ("vb", "tb", "tk", "ma", "ka", "vl"))
+    # (tk - tb) / K is the spacing; 0/0 (no sample ahead) is NaN and fails the comparison
+    spacing = f"(((({tk}) - ({tb})) / ({ka})) <= {w.max_gap})"
+    step = f"(({ma}) - ({vb})) * ({_t(at)} - ({tb})) / {spacing}"
+    return f"((({vb}) + {step}) or ({vl}))"
 
 
 def counter_resets(sel: str, w: Window) -> str:
     """Series with a counter reset anywhere that B(T0), B(T1) or the window looks at."""
-    span = w.lookback + w.length + w.max_gap
-    return f"(resets({sel}[{_d(span)}] @ {_t(w.end + w.max_gap)}) > 0)"
-
-
-def counter_usage(sel: str, w: Window) -> str:
-    """Usage per series in the window: B(T1) - B(T0), or B(T1) for a series new in the window."""
-    b1, b0 = counter_boundary(sel, w.end, w), counter_boundary(sel, w.start, w)
-    return f"(({b1} - {b0}) or {b1})"
+    span = w.lookback + w.length + w.horizon
+    return f"(resets({sel}[{_d(span)}] @ {_t(w.end + w.horizon)}) > 0)"
 
 
 # ---------------------------------------------------------------------------------------------
 # Gauges
 
 
-def _first_arrival_value(sel: str, lo: float, hi: float, first_time: str, w: Window) -> str:
-    """Value of the first sample in (lo, hi], given that sample's time (an expression).
-
-    At each fine step the arrival (a sample in the last ``resolution``) is weighted down by K per
-    second since ``lo``; max_over_time keeps the earliest arrival, which is decoded by adding back
-    K times its step. K makes one step outweigh the largest difference between any two values.
-    """
-    r = w.resolution
-    spread = (
-        f"scalar(max(max_over_time({sel}[{_d(hi - lo - 0.001)}] @ {_t(hi)})) "
-        f"- min(min_over_time({sel}[{_d(hi - lo - 0.001)}] @ {_t(hi)})))"
+def _gauge_regular(p: dict[str, str], w: Window) -> str:
+    """The series whose integral Prometheus computes in closed form: alive across both boundaries
+    (one or two samples just after each, at most max_gap from the one before) and no sample
+    missing in between (the count matches the span divided by the spacing at T0)."""
+    g = w.max_gap
+    spacing = f"(({p['ta0']}) - ({p['tb0']}))"
+    span = f"(({p['tb1']}) - ({p['ta0']}))"
+    return (
+        f"((({p['ka0']}) <= 2) and (({p['ka1']}) <= 2) and ({spacing} <= {g})"
+        f" and ((({p['ta1']}) - ({p['tb1']})) <= {g})"
+        f" and (abs({span} / {spacing} - (({p['n']}) - 1)) < 0.5))"
     )
-    k = f"((2 * {spread} + 1) / {r})"
-    arrivals = f"last_over_time({sel}[{_d(r - 0.001)}])"
-    weighted = f"max_over_time(({arrivals} - {k} * (time() - {_t(lo)}))[{_d(hi - lo - 0.001)}:{_d(r)}] @ {_t(hi)})"
-    step = f"(ceil(({first_time}) / {r}) * {r})"
-    return f"({weighted} + {k} * ({step} - {_t(lo)}))"
-
-
-def _gauge_parts(sel: str, w: Window) -> dict[str, str]:
-    """The per-series pieces of a gauge's integral, as PromQL expressions (see gauge_usage)."""
-    t0, t1, g, r = w.start, w.end, w.max_gap, w.resolution
-    inner = _d(w.length - 0.001)  # (T0, T1]
-    p: dict[str, str] = {}
-    p["n"] = f"count_over_time({sel}[{inner}] @ {_t(t1)})"
-    p["vl"] = f"last_over_time({sel}[{inner}] @ {_t(t1)})"
-    p["tl"] = f"max_over_time(timestamp({sel})[{inner}:{_d(min(60.0, g))}] @ {_t(t1)})"
-    p["tf"] = f"min_over_time((timestamp({sel}) > {_t(t0)})[{inner}:{_d(r)}] @ {_t(t1)})"
-    p["vf"] = _first_arrival_value(sel, t0, t1, p["tf"], w)
-    p["sf"] = f"(ceil(({p['tf']}) / {r}) * {r})"  # first grid step at or after the first sample
-    p["sl"] = f"(ceil(({p['tl']}) / {r}) * {r})"
-    held = f"last_over_time({sel}[{_d(g)}])"  # a sample holds until the next one, or max_gap
-    p["held_sum"] = f"(sum_over_time({held}[{inner}:{_d(r)}] @ {_t(t1)}) * {r})"
-    p["held_steps"] = f"count_over_time({held}[{inner}:{_d(r)}] @ {_t(t1)})"
-    p["vb0"] = f"last_over_time({sel}[{_d(g)}] @ {_t(t0)})"
-    p["tb0"] = f"timestamp({sel} @ {_t(t0)})"
-    # grid steps in (T0, first sample) still holding the sample from before T0
-    last_pre = f"(floor((({p['tb0']}) + {g}) / {r}) * {r})"
-    pre_end = f"(({last_pre} <= (({p['sf']}) - {r})) or (({p['sf']}) - {r}))"
-    p["n_pre"] = f"(clamp_min(({pre_end} - {_t(t0)}) / {r}, 0) and ({p['tb0']}))"
-    # grid steps from the last sample on that still hold it (to T1, or max_gap after it)
-    post_end = f"clamp_max(floor((({p['tl']}) + {g}) / {r}) * {r}, {_t(t1)})"
-    p["n_post"] = f"clamp_min(({post_end} - ({p['sl']})) / {r} + 1, 0)"
-    p["ta1"] = f"min_over_time((timestamp({sel}) > {_t(t1)})[{_d(g)}:{_d(r)}] @ {_t(t1 + g)})"
-    p["va1"] = _first_arrival_value(sel, t1, t1 + g, p["ta1"], w)
-    return p
 
 
 def gauge_usage(sel: str, w: Window) -> str:
-    """Integral per series (value-seconds) over the window, for series without a gap over max_gap.
+    """Integral per regular series (value-seconds) over the window.
 
-    interior = L + D on [first sample, last sample]: L is the left-held integral summed on the
-    ``resolution`` grid (exact across short gaps when scrapes keep their phase), minus the grid
-    steps before the first and after the last sample; D turns left-held into trapezoids, (last -
-    first) * mean spacing / 2. The edges interpolate to T0 and T1 when the series is alive there.
+    With a, va the first sample in the window, b, vb the last, N samples summing to S at even
+    spacing, the trapezoids between them are (b - a) / (N - 1) * (S - (va + vb) / 2); the two edge
+    pieces interpolate to T0 from the sample before it and to T1 towards the sample after it.
     """
-    p = _gauge_parts(sel, w)
-    t0, t1, g, r = w.start, w.end, w.max_gap, w.resolution
-    zero = f"({p['n']} * 0)"
-    held = (
-        f"({p['held_sum']} - ((({r} * ({p['vb0']}) * ({p['n_pre']}))) or {zero}) - {r} * ({p['vl']}) * ({p['n_post']}))"
-    )
-    skew = f"(((({p['tl']}) - ({p['tf']})) / (({p['n']}) - 1) * (({p['vl']}) - ({p['vf']})) / 2) and (({p['n']}) > 1))"
-    interior = f"({held} + ({skew} or {zero}))"
-    at_t0 = f"(({p['vb0']}) + (({p['vf']}) - ({p['vb0']})) * ({_t(t0)} - ({p['tb0']})) / (({p['tf']}) - ({p['tb0']})))"
-    left = f"((({p['tf']}) - {_t(t0)}) * ({at_t0} + ({p['vf']})) / 2 and ((({p['tf']}) - ({p['tb0']})) <= {g}))"
-    at_t1 = f"(({p['vl']}) + (({p['va1']}) - ({p['vl']})) * ({_t(t1)} - ({p['tl']})) / (({p['ta1']}) - ({p['tl']})))"
-    right = f"(({_t(t1)} - ({p['tl']})) * (({p['vl']}) + {at_t1}) / 2 and ((({p['ta1']}) - ({p['tl']})) <= {g}))"
-    return f"({interior} + ({left} or {zero}) + ({right} or {zero}))"
+    p = _prims(sel, w)
+    t0, t1 = _t(w.start), _t(w.end)
+    a, va, pb, vp = p["ta0"], p["va0"], p["tb0"], p["vb0"]
+    b, vb, nx, vn = p["tb1"], p["vb1"], p["ta1"], p["va1"]
+    interior = f"((({b}) - ({a})) / clamp_min(({p['n']}) - 1, 1) * (({p['s']}) - (({va}) + ({vb})) / 2))"
+    at_t0 = f"(({vp}) + (({va}) - ({vp})) * ({t0} - ({pb})) / (({a}) - ({pb})))"
+    left = f"((({a}) - {t0}) * ({at_t0} + ({va})) / 2)"
+    at_t1 = f"(({vb}) + (({vn}) - ({vb})) * ({t1} - ({b})) / (({nx}) - ({b})))"
+    right = f"(({t1} - ({b})) * (({vb}) + {at_t1}) / 2)"
+    return f"(({interior} + {left} + {right}) and {_gauge_regular(p, w)})"
 
 
-def gauge_gaps(sel: str, w: Window) -> str:
-    """Series with a gap longer than max_gap in the window: fewer held grid steps than expected."""
-    p = _gauge_parts(sel, w)
-    expected = f"((({p['n_pre']}) or ({p['n']} * 0)) + (({p['sl']}) - ({p['sf']})) / {w.resolution} + ({p['n_post']}))"
-    return f"(({p['held_steps']}) < ({expected} - 0.5))"
+def gauge_irregular(sel: str, w: Window) -> str:
+    """Series with samples in the window that gauge_usage cannot meter (new, ended, gaps, spacing)."""
+    p = _prims(sel, w)
+    return f"(({p['n']}) unless {_gauge_regular(p, w)})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,33 +334,64 @@ class Query:
     meter: str
     role: Literal["amount", "irregular", "raw", "custom", "check", "namespaces"]
     by: tuple[str, ...] = field(default=())
+    sign: int = 1  # amounts: added (+1) or subtracted (-1) per namespace
 
 
 def meter_queries(meter: Meter, w: Window) -> list[Query]:
-    """The aggregate queries of one meter: amounts per namespace, and its irregular series."""
+    """The aggregate queries of one meter: its amounts per namespace, and its irregular series.
+
+    A counter is answered by two queries, B(T1) summed with sign +1 and B(T0) with sign -1 (each
+    boundary's building blocks evaluated once); a gauge by one. Irregular series (counter resets,
+    gauges Prometheus cannot integrate in closed form) are left out of the amounts and listed by
+    the ``*_irregular`` query, to be metered from raw samples.
+    """
     if meter.template is not None:
         expr = meter.template.format(
             window=_d(w.length), window_start=_t(w.start), window_end=_t(w.end), namespace_label=meter.namespace_label
         )
         return [Query(f"{meter.name}", expr, meter.name, "custom", (meter.namespace_label,))]
-    per_series = counter_usage if meter.kind == "counter" else gauge_usage
     ns = meter.namespace_label
-    if meter.prefer:
-        slot = _with_view_slot(meter.selector)
-        usage = _prefer_views(per_series(slot, w), meter)
-    else:
-        usage = _merge_copies(per_series(meter.selector, w), meter)
-    # Irregular series (counter resets, gauge gaps over max_gap) are metered from raw samples.
-    irregular_fn = counter_resets if meter.kind == "counter" else gauge_gaps
+    irregular_fn = counter_resets if meter.kind == "counter" else gauge_irregular
     if meter.prefer:
         assert meter.unit
         irregular = f"max by ({_without(meter.unit)}) ({irregular_fn(meter.selector, w)})"
-        usage = f"({usage}) unless on({_without(meter.unit)}) {irregular}"
+        exclude = f"unless on({_without(meter.unit)}) {irregular}"
     else:
         irregular = _merge_copies(irregular_fn(meter.selector, w), meter)
-        usage = f"({usage}) unless {irregular}"
+        exclude = f"unless {irregular}"
+
+    def amount(per_series: Callable[[str, Window], str]) -> str:
+        if meter.prefer:
+            usage = _prefer_views(per_series(_with_view_slot(meter.selector), w), meter)
+        else:
+            usage = _merge_copies(per_series(meter.selector, w), meter)
+        return f"sum by ({ns}) (({usage}) {exclude})"
+
     queries = [Query(f"{meter.name}_irregular", irregular, meter.name, "irregular")]
-    queries.insert(0, Query(meter.name, f"sum by ({ns}) ({usage})", meter.name, "amount", (ns,)))
+    if meter.kind == "counter":
+        queries.insert(
+            0,
+            Query(
+                f"{meter.name}_start",
+                amount(lambda sel, win: counter_boundary(sel, win.start, win)),
+                meter.name,
+                "amount",
+                (ns,),
+                sign=-1,
+            ),
+        )
+        queries.insert(
+            0,
+            Query(
+                f"{meter.name}_end",
+                amount(lambda sel, win: counter_boundary(sel, win.end, win)),
+                meter.name,
+                "amount",
+                (ns,),
+            ),
+        )
+    else:
+        queries.insert(0, Query(meter.name, amount(gauge_usage), meter.name, "amount", (ns,)))
     return queries
 
 
@@ -377,8 +399,8 @@ def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -
     """Raw samples of the series behind some irregular units, over everything the window reads."""
     extra = ",".join(f'{label}=~"{_regex_union(values)}"' for label, values in sorted(matchers.items()))
     sel = meter.selector[:-1] + "," + extra + "}" if meter.selector.endswith("}") else f"{meter.selector}{{{extra}}}"
-    span = w.lookback + w.length + w.max_gap
-    return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}] @ {_t(w.end + w.max_gap)}", meter.name, "raw")
+    span = w.lookback + w.length + w.horizon
+    return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}] @ {_t(w.end + w.horizon)}", meter.name, "raw")
 
 
 def _regex_union(values: Sequence[str]) -> str:
@@ -400,7 +422,7 @@ def freshness_check(w: Window) -> Query:
     sel = 'container_cpu_usage_seconds_total{container!="",container!="POD"}'
     return Query(
         "samples_after_window",
-        f"count(count_over_time({sel}[{_d(w.max_gap)}] @ {_t(w.end + w.max_gap)}))",
+        f"count(count_over_time({sel}[{_d(w.horizon)}] @ {_t(w.end + w.horizon)}))",
         "check",
         "check",
     )

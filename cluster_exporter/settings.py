@@ -206,10 +206,6 @@ class MeteringSettings(_Group):
         description="Longest gap between two samples that is bridged (a series still alive). At most 5m, "
         "Prometheus' default lookback delta.",
     )
-    resolution: Duration = Field(
-        timedelta(seconds=5),
-        description="Subquery step used to find first samples; must be shorter than the scrape interval.",
-    )
     series_lookback: Duration = Field(
         timedelta(hours=2),
         description="How far before a window start a counter's last sample is looked for. A series silent for "
@@ -249,12 +245,8 @@ class MeteringSettings(_Group):
             raise ValueError("metering.window must be a whole number of hours")
         if self.max_gap > timedelta(minutes=5):
             raise ValueError("metering.max_gap must be at most 5m (Prometheus' lookback delta)")
-        if self.max_gap < self.scrape_interval:
-            raise ValueError("metering.max_gap must be at least one scrape interval")
-        if self.resolution >= self.scrape_interval:
-            raise ValueError("metering.resolution must be shorter than metering.scrape_interval")
-        if timedelta(seconds=1) % self.resolution and self.resolution % timedelta(seconds=1):
-            raise ValueError("metering.resolution must be whole seconds or divide a second")
+        if self.max_gap < 1.5 * self.scrape_interval:
+            raise ValueError("metering.max_gap must be at least 1.5 scrape intervals")
         if self.series_lookback <= self.window + self.max_gap:
             raise ValueError("metering.series_lookback must be longer than window + max_gap")
         names = [m.name for m in self.custom_meters]

@@ -13,8 +13,8 @@ from cluster_exporter.accounting import (
 )
 from cluster_exporter.queries import Meter, Window
 
-# Window (1000, 1060], bridge gaps up to 20 s, counters remembered for 500 s.
-W = Window(start=1000.0, end=1060.0, max_gap=20.0, resolution=1.0, lookback=500.0)
+# Window (1000, 1060], bridge gaps up to 20 s, look 15 s past a boundary, counters remembered for 500 s.
+W = Window(start=1000.0, end=1060.0, max_gap=20.0, horizon=15.0, lookback=500.0)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +54,8 @@ def test_counter_usage(samples: list[tuple[float, float]], expected: float, why:
 
 def test_counter_windows_split_every_increment_exactly() -> None:
     samples = [(990 + 7 * i, 3.5 * i + (100 if i > 20 else 0)) for i in range(40)]  # one reset-free jump up
-    total = sum(counter_usage(samples, Window(s, s + 60, 20, 1, 500)) for s in range(960, 1260, 60))
-    whole = counter_usage(samples, Window(960, 1260, 20, 1, 500))
+    total = sum(counter_usage(samples, Window(s, s + 60, 20, 10, 500)) for s in range(960, 1260, 60))
+    whole = counter_usage(samples, Window(960, 1260, 20, 10, 500))
     assert total == pytest.approx(whole, rel=1e-12)
 
 

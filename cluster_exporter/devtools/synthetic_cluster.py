@@ -201,6 +201,10 @@ class Cluster:
             if customer is None:
                 continue
             raw[customer][s.meter] += s.truth(lo, hi)
+        for meter, namespace, value in self._bridges(lo, hi):
+            customer = self.customer_of(namespace)
+            if customer is not None:
+                raw[customer][meter] += value
         customers = {c for c in [*self.namespaces.values(), *(d[0] for d in self.deleted.values())] if c}
         out: dict[str, dict[str, float]] = {}
         for customer in sorted(customers):
@@ -217,6 +221,23 @@ class Cluster:
                 "mqtt_client_hours": m.get("mqtt_clients", 0.0) / 3600,
             }
         return out
+
+    def _bridges(self, lo: float, hi: float) -> Iterator[tuple[str, str, float]]:
+        """Gauge lives that follow each other under unchanged labels look like one series: the
+        samples show the line from one life's last sample to the next one's first, so it counts."""
+        lives: dict[tuple[str, Labels], list[Series]] = defaultdict(list)
+        for s in self.series:
+            if s.counts and isinstance(s.fn, Level) and s.meter is not None and s.namespace is not None:
+                lives[(s.name, s.labels)].append(s)
+        for group in lives.values():
+            group.sort(key=lambda i: i.first)
+            for before, after in itertools.pairwise(group):
+                if after.first - before.last <= 2 * before.target.interval:
+                    line = Level(
+                        knots=[(before.last, before.fn.value(before.last)), (after.first, after.fn.value(after.first))]
+                    )
+                    assert before.meter is not None and before.namespace is not None
+                    yield before.meter, before.namespace, line.integral(max(lo, before.last), min(hi, after.first))
 
     def write_openmetrics(self, out: IO[str]) -> int:
         """Write the whole history as OpenMetrics text for promtool; returns the sample count."""
