@@ -87,10 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="deliver every closed window, forever or --once (see docs/delivery.md)")
     _add_common(run)
     run.add_argument("--once", action="store_true", help="one catch-up cycle, then exit (0: all delivered)")
-    run.add_argument("--as-of", help="pretend the clock reads this time at start (RFC 3339)")
+    run.add_argument("--as-of", metavar="TIME", help="pretend the clock reads this time at start (RFC 3339)")
     run.add_argument("--dry-run", action="store_true", help="print the due windows' reports; no state, no Lease")
-    for flag, (path, help_text) in RUN_FLAGS.items():
-        run.add_argument(flag, dest="set_" + path.replace(".", "__"), help=f"{help_text} (env {_env(path)})")
+    for flag, (path, metavar, help_text) in RUN_FLAGS.items():
+        run.add_argument(
+            flag, dest="set_" + path.replace(".", "__"), metavar=metavar, help=f"{help_text} (env {_env(path)})"
+        )
     run.add_argument(
         "--leader-election",
         dest="set_delivery__leader_election",
@@ -107,14 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RUN_FLAGS: dict[str, tuple[str, str]] = {
-    "--backfill-from": ("delivery.backfill_from", "on a first start, report from this window start on"),
-    "--state-dir": ("delivery.state_dir", "keep the state in this directory (else a ConfigMap)"),
-    "--state-backend": ("delivery.state_backend", "auto, directory or configmap"),
-    "--namespace": ("delivery.namespace", "namespace of the Lease and state ConfigMap (default: the pod's)"),
-    "--max-age": ("delivery.max_age", "oldest window catch-up builds (default 840h = 35 days)"),
-    "--retry-budget": ("delivery.retry_budget", "how long a cycle retries a delivery (default 2m)"),
-    "--metrics-port": ("delivery.metrics_port", "port of /metrics, /healthz, /readyz (default 9464)"),
+# run's flags that are settings: flag -> (dotted settings path, metavar, help)
+RUN_FLAGS: dict[str, tuple[str, str, str]] = {
+    "--backfill-from": ("delivery.backfill_from", "TIME", "on a first start, report from this window start on"),
+    "--state-dir": ("delivery.state_dir", "DIR", "keep the state in this directory (else a ConfigMap)"),
+    "--state-backend": ("delivery.state_backend", "BACKEND", "auto, directory or configmap"),
+    "--namespace": ("delivery.namespace", "NS", "namespace of the Lease and state ConfigMap (default: the pod's)"),
+    "--max-age": ("delivery.max_age", "DURATION", "oldest window catch-up builds (default 840h = 35 days)"),
+    "--retry-budget": ("delivery.retry_budget", "DURATION", "how long a cycle retries a delivery (default 2m)"),
+    "--metrics-port": ("delivery.metrics_port", "PORT", "port of /metrics, /healthz, /readyz (default 9464)"),
 }
 
 

@@ -9,9 +9,10 @@ One ConfigMap holds everything::
 Each save is one update carrying the resourceVersion we read, so the API server applies it whole or
 refuses it (409) when another replica wrote in between; we then stop and reload rather than
 overwrite. A ConfigMap holds at most 1 MiB: spooled bodies are gzipped (usage JSON shrinks about
-tenfold), the data is kept under ``configmap_max_bytes``, dead letters give up their bodies and
-then their place (oldest first, each logged) before a spooled report would, and a spool that still
-does not fit raises StateTooLargeError, which stops building new windows until the spool drains.
+fivefold, to some 55 bytes per customer), the data is kept under ``configmap_max_bytes``, dead
+letters give up their bodies and then their place (oldest first, each logged) before a spooled
+report would, and a spool that still does not fit raises StateTooLargeError, which stops building
+new windows until the spool drains.
 """
 
 from __future__ import annotations
