@@ -75,7 +75,9 @@ class UsageReport(BaseModel):
     window_start: datetime
     window_end: datetime
     schema_version: int = SCHEMA_VERSION
-    part: int = Field(default=1, ge=1, description="1-based part number when a window's report is split across requests")
+    part: int = Field(
+        default=1, ge=1, description="1-based part number when a window's report is split across requests"
+    )
     parts: int = Field(default=1, ge=1, description="how many parts the window's report has")
     usage: list[CustomerUsage] = Field(default_factory=list)
 
