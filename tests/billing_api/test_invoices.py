@@ -50,6 +50,14 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, tuple[str, str,
         },
         "32.90",
     ),
+    # docs/billing-api.md's worked example: 80 x 0.05 + 60 x 0.01 + (9000/720 - 10) x 0.20 + 50 x 0.10
+    # + 5.3 x 0.50 = 4 + 0.60 + 0.50 + 5 + 2.65 = 12.75 over Starter's 29.
+    "cust_acme": (
+        {"plan": "starter"},
+        usage(cpu=800, memory=1500, storage=9000, sent=100 * GIB, received=50 * GIB, requests=5_300_000),
+        {"storage": ("12.5", "10", "2.5", "0.5"), "http_requests": ("5.3", "0", "5.3", "2.65")},
+        "41.75",
+    ),
     # 0.1 x 0.05 = 0.005 and 0.5 x 0.01 = 0.005: 29.010 rounded once is 29.01 (per line it would be 29.02).
     "starter_rounding": (
         {"plan": "starter"},
