@@ -2,8 +2,9 @@
 
 /healthz answers 200 while the event loop turns and the runner has not died (a liveness probe that
 restarts a pod merely waiting for the billing API would only lose its place in the queue).
-/readyz answers 200 once the runner has done its first cycle, or, on a standby replica, once the
-Lease could be read: before that the process has not shown it can reach its state or the API.
+/readyz answers 200 once the leader has read its state (a first catch-up of many windows may take
+long; the pod is ready meanwhile), or, on a standby replica, while the Lease API answers: before
+that the process has not shown it can reach its state or the API.
 """
 
 from __future__ import annotations

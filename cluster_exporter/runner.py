@@ -127,6 +127,7 @@ class Runner:
         stop: asyncio.Event,
         progress: Progress | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_state_loaded: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -137,6 +138,7 @@ class Runner:
         self.clock = clock
         self.stop = stop
         self.progress = progress or Progress("lines")
+        self.on_state_loaded = on_state_loaded  # readiness: the state backend answered
         self.monotonic = monotonic
         self.length = settings.metering.window
         self._deadline: float | None = None
@@ -244,6 +246,7 @@ class Runner:
         if state.last_delivered is not None:
             self.metrics.last_delivered_window_end.set(state.last_delivered.timestamp())
         self._publish(state)
+        self.on_state_loaded()
         return state
 
     def _check_lease(self) -> None:

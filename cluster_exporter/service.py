@@ -223,8 +223,13 @@ async def run_service(
                 return await measure_window(settings, end, now, prometheus, discover=discover)
 
             clock = make_clock(options.as_of)
+            progress = Progress(d.progress, stream)
+
+            def state_loaded() -> None:
+                health.ready, health.reason = True, "running"
+
             runner = Runner(
-                settings, store, deliverer, build, leader, metrics, clock, stop, Progress(d.progress, stream)
+                settings, store, deliverer, build, leader, metrics, clock, stop, progress, on_state_loaded=state_loaded
             )
             if options.once:
                 return await _once(runner, elector, stop, settings)
@@ -294,7 +299,6 @@ async def _loop(
                 health.reason = f"cannot reach the Kubernetes API for {elector.describe()}"
             continue
         result = await runner.cycle()
-        health.ready, health.reason = True, "running"
         if result.stopped:
             break
         log.info("cycle done: %s", result.summary())
