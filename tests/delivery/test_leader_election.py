@@ -23,6 +23,7 @@ from cluster_exporter.devtools.prometheus_server import PrometheusServer, free_p
 from .conftest import (
     AS_OF,
     BACKFILL_FROM,
+    EXPORTER,
     EXPORTER_NAMESPACE,
     exporter_env,
     kill9,
@@ -95,6 +96,29 @@ def test_only_the_leader_sends_and_the_standby_takes_over(
             assert metric(ports[standby], "cluster_exporter_leader_is_leader") == 0
             assert scrape(ports[standby], "/readyz")[0] == 200  # a healthy standby
             assert scrape(ports[standby], "/healthz")[0] == 200
+
+            # A CronJob-style --once run meanwhile finds the Lease held and does nothing. (The receiver
+            # answers 503 in the meantime, so the leader keeps work for its successor.)
+            receiver.chaos = lambda key: ("status", 503)
+            once_env = exporter_env(
+                prometheus,
+                kube_thread,
+                receiver,
+                token_file,
+                CLUSTER_ID=CLUSTER,
+                DELIVERY_IDENTITY="exporter-once",
+                DELIVERY_LEASE_DURATION=f"{LEASE_DURATION}s",
+                DELIVERY_LEASE_RENEW_DEADLINE=f"{RENEW_DEADLINE}s",
+                DELIVERY_LEASE_RETRY_PERIOD=f"{RETRY_PERIOD}s",
+            )
+            once = subprocess.run(
+                [*EXPORTER, "run", "--once", "--as-of", AS_OF], env=once_env, capture_output=True, text=True, timeout=60
+            )
+            assert once.returncode == 1, once.stderr
+            assert "is held by another replica" in once.stderr
+            assert not any("exporter-once" in a.user_agent for a in receiver.snapshot())
+            receiver.chaos = lambda key: ("slow", 0.25)
+            time.sleep(0.5)
 
             kill9(procs[leader])
             killed_at = time.monotonic()
