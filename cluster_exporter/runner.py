@@ -112,6 +112,11 @@ class CycleResult:
         return text
 
 
+def _detail(entry: SpoolEntry) -> str:
+    parts = f"{entry.parts} part" + ("s" if entry.parts > 1 else "")
+    return f"{entry.customers} customers, {entry.namespaces} namespaces, {parts}"
+
+
 class Runner:
     """Catch-up cycles over injected parts: state store, deliverer, report builder, leadership, clock."""
 
@@ -235,6 +240,8 @@ class Runner:
             result.built += 1
             if delivering:
                 delivering = await self._drain(state, result)
+            else:  # the billing API is failing: the window waits in the spool, say so per window anyway
+                self.progress.window(entry_label(entry), "spooled", _detail(entry))
         result.pending = len(state.spool) + len(due) - result.built
 
     async def _load(self) -> State:
@@ -334,12 +341,7 @@ class Runner:
             else:
                 result.dead_lettered += 1
                 self.metrics.windows_dead_lettered.inc()
-            parts = f"{entry.parts} part" + ("s" if entry.parts > 1 else "")
-            self.progress.window(
-                label,
-                "delivered" if delivered else "dead-lettered",
-                f"{entry.customers} customers, {entry.namespaces} namespaces, {parts}",
-            )
+            self.progress.window(label, "delivered" if delivered else "dead-lettered", _detail(entry))
         return True
 
     async def _dead_letter(self, entry: SpoolEntry, part: int, status: int | None, reason: str) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
@@ -144,14 +146,17 @@ async def test_every_failure_mode_ends_delivered_or_dead_lettered(
 
 
 async def test_budget_spent_keeps_report_spooled_and_resends_it_unchanged(
-    prometheus: PrometheusServer, kube: KubeApiStandIn, tmp_path: Path
+    prometheus: PrometheusServer, kube: KubeApiStandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """--once gives up after its retry budget (non-zero exit); the next run resends the spooled bytes."""
     first, second, third = window_ids(CLUSTER)
     with Receiver(token=TOKEN, chaos=lambda key: ("status", 503)) as receiver:
         settings = make_settings(prometheus, kube, tmp_path, url=receiver.url, retry_budget="1s")
         registry = CollectorRegistry()
-        code = await run_once(settings, registry)
+        with caplog.at_level(logging.INFO):
+            code = await run_once(settings, registry)
+        assert "window 2025-11-20T01:00:00Z..02:00:00Z spooled: 5 customers" in caplog.text
+        assert "delivery of 2025-11-20T00:00:00Z..01:00:00Z" in caplog.text  # "attempt N failed ...; will retry"
         failed = receiver.by_key()
         assert code == 5
         assert list(failed) == [first]  # later windows are built, but not sent before the oldest
