@@ -13,7 +13,7 @@ Why the tables look as they do:
   PostgreSQL), summed as Decimal.
 - ``reports`` has one row per (report_id, part), with a digest of its content: a resend with the
   same content is answered 200, with other content 409. ``stripe_expanded`` is the outbox flag:
-  written in the same transaction as the usage, cleared by the Stripe pusher.
+  0 in the same transaction as the usage, 1 once the Stripe pusher has turned it into events.
 - ``stripe_events`` is the outbox proper: one meter event per (customer, meter, hour, seq) with its
   deterministic identifier; seq > 1 only when usage for an hour arrived after that hour was pushed.
 """
