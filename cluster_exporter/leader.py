@@ -77,6 +77,7 @@ class LeaseElector:
         self.wall = wall
         self.changed = asyncio.Event()  # set whenever leadership is gained or lost
         self.reachable = False  # the last Lease call got an answer
+        self.last_error: str | None = None  # why the last Lease call failed, if it did
         self._api: Any = None
         self._valid_until = 0.0
         self._leading = False
@@ -105,18 +106,21 @@ class LeaseElector:
 
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=max(1.0, self.renew_deadline / 2))
-            self.reachable = True
+            self.reachable, self.last_error = True, None
             return dict(json.loads(resp.data))
         except ApiException as exc:
             self.reachable = True
             if exc.status in (404, 409):
+                self.last_error = None
                 return int(exc.status)
             self._count_error(operation)
-            raise OSError(f"{operation}: HTTP {exc.status}: {clip(exc.body or '')}") from exc
+            self.last_error = f"{operation}: HTTP {exc.status}: {clip(exc.body or '')}"
+            raise OSError(self.last_error) from exc
         except (HTTPError, OSError, ValueError) as exc:
             self.reachable = False
             self._count_error(operation)
-            raise OSError(f"{operation}: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+            self.last_error = f"{operation}: {exc.__class__.__name__}: {clip(str(exc))}"
+            raise OSError(self.last_error) from exc
 
     def _count_error(self, operation: str) -> None:
         if self.metrics is not None:

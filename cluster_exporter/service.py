@@ -261,6 +261,8 @@ async def _once(runner: Runner, elector: LeaseElector | None, stop: asyncio.Even
         if not await elector.wait_until_leader(stop, give_up_after=wait):
             if stop.is_set():
                 return 0
+            if elector.last_error is not None:
+                raise NotLeaderError(f"cannot acquire {elector.describe()}: {elector.last_error}; nothing reported")
             raise NotLeaderError(f"{elector.describe()} is held by another replica; it reports, this run does not")
     result = await runner.cycle()
     log.info("cycle done: %s", result.summary())

@@ -213,3 +213,22 @@ def test_first_start_begins_at_the_current_window_and_a_window_without_data_wait
     assert "window 2025-11-20T03:00:00Z..04:00:00Z cannot be built" in later.stderr
     assert store.load("k8s-test-1", 3600).watermark == WINDOW_ENDS[-1]  # not moved past it
     assert receiver.snapshot() == []
+
+
+def test_once_without_lease_rights_says_why_and_exits_1(
+    prometheus: PrometheusServer, kube_thread: KubeApiStandIn, receiver: Receiver, token_file: Path
+) -> None:
+    kube_thread.state.fail_status = 403  # e.g. the Role lost its Lease rights
+    env = exporter_env(
+        prometheus,
+        kube_thread,
+        receiver,
+        token_file,
+        DELIVERY_LEASE_DURATION="2s",
+        DELIVERY_LEASE_RENEW_DEADLINE="1s",
+        DELIVERY_LEASE_RETRY_PERIOD="200ms",
+    )
+    proc = subprocess.run([*EXPORTER, "run", *ONCE], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot acquire lease monitoring/cluster-exporter: get_lease: HTTP 403" in proc.stderr
+    assert receiver.snapshot() == []
