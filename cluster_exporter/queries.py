@@ -399,7 +399,8 @@ def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -
     """Raw samples of the series behind some irregular units, over everything the window reads."""
     extra = ",".join(f'{label}=~"{_regex_union(values)}"' for label, values in sorted(matchers.items()))
     sel = meter.selector[:-1] + "," + extra + "}" if meter.selector.endswith("}") else f"{meter.selector}{{{extra}}}"
-    span = w.lookback + w.length + w.horizon
+    # a counter's B(T0) may read back as far as the lookback; a gauge only its window and edges
+    span = (w.lookback if meter.kind == "counter" else w.max_gap) + w.length + w.horizon
     return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}] @ {_t(w.end + w.horizon)}", meter.name, "raw")
 
 
