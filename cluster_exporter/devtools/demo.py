@@ -62,6 +62,76 @@ def prepare(workdir: Path, cluster: Cluster) -> Path:
     return data
 
 
+DEMO_PLANS = {
+    "cust_acme": {"plan": "professional"},
+    "cust_globex": {"plan": "starter"},
+    "cust_hooli": {"plan": "starter"},
+    "cust_initech": {"plan": "starter"},
+    "cust_umbrella": {"plan": "enterprise", "base_price": "500.00", "limits": {"vcpu": 2}},
+}
+DEMO_PRICING = """
+# the demo's custom meters, declared so the billing API accepts and bills them
+[meters.pg_commits]
+unit = "commit"
+price = "0.000001"
+included = "1000000"
+integer = true
+
+[meters.mqtt_client_hours]
+unit = "client-hour"
+price = "0.001"
+included = "100000"
+"""
+
+
+async def bill(settings: Settings, reports: list[UsageReport], workdir: Path) -> list[str]:
+    """Serve the billing API (SQLite, free port), deliver the reports, return the invoices."""
+    import aiohttp
+
+    from ..billing_api.pricing import DEFAULT_PRICING_TOML, render_invoice
+    from ..billing_api.server import serve
+    from ..billing_api.settings import BillingSettings
+    from ..delivery import send_report
+
+    pricing = workdir / "pricing.toml"
+    pricing.write_text(DEFAULT_PRICING_TOML + DEMO_PRICING)
+    database = workdir / "billing.db"
+    database.unlink(missing_ok=True)
+    api = BillingSettings.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": 0,
+            "database_url": f"sqlite:///{database}",
+            "tokens": f"{settings.cluster_id}=demo-token",
+            "admin_token": "demo-admin",
+            "pricing_file": pricing,
+        }
+    )
+    listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(api, on_listening=listening.set_result, stop=stop))
+    try:
+        url = await asyncio.wait_for(listening, 30)
+        exporter = settings.model_copy(
+            update={"billing_api": settings.billing_api.model_copy(update={"url": url, "token": "demo-token"})}
+        )
+        for report in reports:
+            await send_report(exporter.billing_api, exporter.delivery, report)
+        admin = {"Authorization": "Bearer demo-admin"}
+        invoices = []
+        async with aiohttp.ClientSession(headers=admin) as session:
+            for customer, terms in DEMO_PLANS.items():
+                async with session.put(f"{url}/api/customers/{customer}", json=terms) as resp:
+                    resp.raise_for_status()
+                async with session.get(f"{url}/api/customers/{customer}/invoice", params={"month": "2025-11"}) as resp:
+                    resp.raise_for_status()
+                    invoices.append(render_invoice(await resp.json()))
+        return invoices
+    finally:
+        stop.set()
+        await server
+
+
 def max_relative_error(report: UsageReport, truth: dict[str, dict[str, float]]) -> tuple[float, str]:
     """Largest relative difference between a report and the truth, and where it is."""
     worst, where = 0.0, "-"
@@ -95,17 +165,21 @@ def run_demo(fmt: str, workdir: Path | None) -> int:
             settings = demo_settings(prom.url, write_kubeconfig(workdir / "kubeconfig", kube.url))
             print(f"demo: Prometheus at {prom.url}, Kubernetes API stand-in at {kube.url}\n")
 
-            async def meter_all() -> list[UsageReport]:
+            async def meter_and_bill() -> tuple[list[UsageReport], list[str]]:
                 async with PrometheusClient(settings.prometheus) as client:
-                    reports = []
-                    for _, end in hour_windows(cluster):
-                        reports.append(await measure_window(settings, end, datetime.now(UTC), client))
-                    return reports
+                    reports = [
+                        await measure_window(settings, end, datetime.now(UTC), client)
+                        for _, end in hour_windows(cluster)
+                    ]
+                return reports, await bill(settings, reports, workdir)
 
-            for report in asyncio.run(meter_all()):
+            reports, invoices = asyncio.run(meter_and_bill())
+            for report in reports:
                 print(render(report.model_dump(mode="json"), fmt) if fmt == "table" else report.to_json())
                 err, where = max_relative_error(report, cluster.truth(report.window_start, report.window_end))
                 print(f"largest difference from the generator's exact truth: {err:.4%} ({where})\n")
+            print("billing API: the three reports delivered; invoices for 2025-11 so far:\n")
+            print("\n\n".join(invoices))
     finally:
         kube.stop_thread()
         if tmp is not None:
