@@ -7,8 +7,20 @@
     │   └── KubernetesError            API unreachable, kubeconfig missing, bad answer
     ├── WindowNotReadyError            window end in the future or too recent to be complete
     ├── NoDataError                    no container samples in the window: a broken pipeline
-    └── DeliveryError                  the billing API did not take a report
-        └── PermanentDeliveryError     a 4xx other than 429: retrying cannot help
+    ├── DeliveryError                  the billing API did not take a report
+    │   └── PermanentDeliveryError     a 4xx other than 429: retrying cannot help
+    ├── state.StateError               the watermark/spool could not be read or written
+    │   ├── StateConflictError         another replica wrote the state in between
+    │   ├── StateTooLargeError         the ConfigMap backend's size limit
+    │   ├── StateLockedError           another process holds the directory state
+    │   └── runner.LostLeaseError      leadership lost in the middle of a cycle
+    ├── service.NotLeaderError         run --once found the Lease held by another replica
+    ├── billing_api.errors.BillingApiError   the billing API's own tree (config, storage,
+    │                                        rejected requests, Stripe pushes)
+    └── devtools...DevServerError      a development server (Prometheus, promtool) failed
+
+The branches named with a module live next to the code that raises them; they are drawn here so
+this stays the one place to read the tree.
 
 Dependencies' exceptions (aiohttp, kubernetes, pydantic) are mapped to these in the module that
 talks to the dependency, with ``raise ... from exc``, so the CLI only has to know this tree.
