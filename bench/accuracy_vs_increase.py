@@ -23,15 +23,9 @@ from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import demo_cluster
 from cluster_exporter.metering import measure_window, parse_time
 from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.settings import BUILTIN_METERS
 
-METERS = [
-    "cpu_hours",
-    "memory_gb_hours",
-    "network_bytes_sent",
-    "network_bytes_received",
-    "storage_gb_hours",
-    "http_requests",
-]
+METERS = BUILTIN_METERS
 
 
 def by_customer(per_ns: dict[str, dict[str, float]], owners: dict[str, str]) -> dict[str, dict[str, float]]:

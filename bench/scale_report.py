@@ -42,19 +42,12 @@ from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, scale_cl
 from cluster_exporter.metering import all_meters, make_window
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.queries import container_samples_check, freshness_check, meter_queries, namespace_owners
-from cluster_exporter.settings import PrometheusSettings, load_settings
+from cluster_exporter.settings import BUILTIN_METERS, PrometheusSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_END = datetime(2025, 11, 20, 2, tzinfo=UTC)
 INTERVAL = 30.0
-METERS = (
-    "cpu_hours",
-    "memory_gb_hours",
-    "network_bytes_sent",
-    "network_bytes_received",
-    "storage_gb_hours",
-    "http_requests",
-)
+METERS = BUILTIN_METERS
 
 
 def prepare(namespaces: int, out: Path) -> tuple[Path, dict[str, dict[str, float]], list[str]]:

@@ -68,6 +68,15 @@ def _positive(value: timedelta) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]  # kept a str: callers append paths to it
+
+
 def _json_if_str(value: Any) -> Any:
     if isinstance(value, str):
         try:
@@ -84,7 +93,7 @@ class _Group(BaseModel):
 class PrometheusSettings(_Group):
     """Where and how to query PromQL."""
 
-    url: str = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
+    url: HttpUrl = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
     timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one PromQL HTTP request.")
     max_concurrency: int = Field(4, ge=1, le=64, description="PromQL requests in flight at once.")
     attempts: int = Field(
@@ -99,19 +108,6 @@ class PrometheusSettings(_Group):
     )
     ca_file: Path | None = Field(None, description="CA bundle to verify the engine's TLS certificate.")
     insecure_skip_verify: bool = Field(False, description="Do not verify TLS certificates (testing only).")
-    query_split: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="Split each namespace-level query into this many shards (engines with a query-size limit).",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"not an http(s) URL: {value!r}")
-        return value.rstrip("/")
 
 
 class KubernetesSettings(_Group):

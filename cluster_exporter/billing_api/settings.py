@@ -16,10 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..settings import Duration, parse_duration
+from ..settings import Duration, HttpUrl, parse_duration
 from .errors import BillingConfigError
 
 CLUSTER_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -58,20 +58,13 @@ class BillingSettings(BaseSettings):
     )
     max_body_bytes: int = Field(8 * MIB, ge=1024, description="Largest accepted report body; larger ones get 413.")
     stripe_api_key: str | None = Field(None, description="Stripe secret key; without it nothing is pushed.", repr=False)
-    stripe_api_base: str = Field("https://api.stripe.com", description="Base address of the Stripe API.")
+    stripe_api_base: HttpUrl = Field("https://api.stripe.com", description="Base address of the Stripe API.")
     stripe_push_interval: Duration = Field(timedelta(seconds=60), description="Pause between two Stripe push rounds.")
     stripe_settle_delay: DelayDuration = Field(
         timedelta(minutes=15),
         description="How long after a window's end its usage waits before being pushed, so the reports of every "
         "cluster for that hour are summed into one meter event per customer, meter and hour.",
     )
-
-    @field_validator("stripe_api_base")
-    @classmethod
-    def _base(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(f"not an http(s) URL: {value!r}")
-        return value.rstrip("/")
 
 
 def load_billing_settings(overrides: dict[str, Any]) -> BillingSettings:
