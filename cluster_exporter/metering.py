@@ -132,7 +132,7 @@ async def measure_window(
         )
     for meter in meters:
         per_ns = amounts[meter.name]
-        for ns, value in (await _irregular_amounts(prometheus, meter, irregular[meter.name], w, at)).items():
+        for ns, value in (await _irregular_amounts(prometheus, meter, irregular[meter.name], w)).items():
             per_ns[ns] = per_ns.get(ns, 0.0) + value
 
     usage = customer_usage(meters, amounts, NamespaceOwners(live=live, historical=historical))
@@ -152,7 +152,7 @@ def _first_exporter_error(group: BaseExceptionGroup[BaseException]) -> BaseExcep
 
 
 async def _irregular_amounts(
-    prometheus: PrometheusClient, meter: q.Meter, units: set[tuple[tuple[str, str], ...]], w: q.Window, at: float
+    prometheus: PrometheusClient, meter: q.Meter, units: set[tuple[tuple[str, str], ...]], w: q.Window
 ) -> dict[str, float]:
     """Meter irregular units from their raw samples, a bounded number of units per query."""
     if not units:
@@ -169,7 +169,8 @@ async def _irregular_amounts(
             if any(label not in dict(key) for key in chunk):
                 values.add("")  # a unit without this label must still match (absent == "")
         query = q.raw_samples_query(meter, w, {k: sorted(v) for k, v in matchers.items()})
-        return [(s.labels, s.samples) for s in await prometheus.matrix(query.name, query.expr, at)]
+        answer = await prometheus.matrix(query.name, query.expr, q.raw_samples_time(w))
+        return [(s.labels, s.samples) for s in answer]
 
     # One chunk at a time, each reduced to per-namespace amounts before the next is fetched: raw
     # samples are the largest thing the exporter ever holds, so at most one chunk is in memory.

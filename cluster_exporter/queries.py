@@ -401,7 +401,13 @@ def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -
     sel = meter.selector[:-1] + "," + extra + "}" if meter.selector.endswith("}") else f"{meter.selector}{{{extra}}}"
     # a counter's B(T0) may read back as far as the lookback; a gauge only its window and edges
     span = (w.lookback if meter.kind == "counter" else w.max_gap) + w.length + w.horizon
-    return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}] @ {_t(w.end + w.horizon)}", meter.name, "raw")
+    # No @ here: VictoriaMetrics ignores @ on a bare range selector. Evaluate at raw_samples_time(w).
+    return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}]", meter.name, "raw")
+
+
+def raw_samples_time(w: Window) -> float:
+    """The evaluation time of raw_samples_query: the end of everything the window reads."""
+    return w.end + w.horizon
 
 
 def _regex_union(values: Sequence[str]) -> str:
