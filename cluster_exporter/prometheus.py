@@ -9,8 +9,10 @@ are retried; a 4xx (a bad query) is final.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
+import random
 import ssl
 import time
 from collections.abc import Callable
@@ -23,7 +25,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from .errors import PrometheusError, clip
@@ -64,6 +65,9 @@ def _headers(settings: PrometheusSettings) -> dict[str, str]:
             raise PrometheusError(f"cannot read prometheus.bearer_token_file: {exc.strerror}") from exc
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if settings.basic_auth_username is not None:
+        pair = f"{settings.basic_auth_username}:{settings.basic_auth_password or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
     return headers
 
 
@@ -89,12 +93,8 @@ class PrometheusClient:
         self.requests_sent = 0
 
     async def __aenter__(self) -> PrometheusClient:
-        auth = None
-        if self.settings.basic_auth_username is not None:
-            auth = aiohttp.BasicAuth(self.settings.basic_auth_username, self.settings.basic_auth_password or "")
         self._session = aiohttp.ClientSession(
             headers=_headers(self.settings),
-            auth=auth,
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout.total_seconds()),
             connector=aiohttp.TCPConnector(ssl=_ssl(self.settings), limit=self.settings.max_concurrency),
         )
@@ -147,7 +147,8 @@ class PrometheusClient:
     async def _with_retries(self, name: str, expr: str, at: float) -> dict[str, Any]:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
-            base = wait_exponential_jitter(initial=0.5, max=10)(state)
+            # 0.5 s, 1 s, 2 s ... capped at 10 s, plus up to 0.5 s of jitter
+            base = min(10.0, 0.5 * 2 ** (state.attempt_number - 1)) + random.uniform(0, 0.5)
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
                 return max(base, min(exc.retry_after, 60.0))
             return base
