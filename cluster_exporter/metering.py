@@ -82,7 +82,11 @@ async def measure_window(
     at = w.end + w.max_gap  # every query reads data up to here, no further
     meters = all_meters(settings)
     by_meter = {meter.name: meter for meter in meters}
-    meter_queries = {meter.name: q.meter_queries(meter, w) for meter in meters}
+    split = settings.prometheus.query_split
+    meter_queries = {
+        meter.name: [query for shard in q.shard_meters(meter, split) for query in q.meter_queries(shard, w)]
+        for meter in meters
+    }
     # Each answer is folded into these as it arrives, so a window never holds more than one
     # parsed answer besides them (10,000 namespaces: a few MiB instead of every Sample object).
     amounts: dict[str, dict[str, float]] = {meter.name: {} for meter in meters}

@@ -30,7 +30,7 @@ pods that have no pod-level series, never both.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .settings import CustomMeter, MeteringSettings
@@ -58,6 +58,7 @@ class Meter:
     scale: float = 1.0
     integer: bool = False
     template: str | None = None  # custom meters given as a raw PromQL template
+    shard: str = ""  # set on the shards of a split meter (prometheus.query_split); names its queries
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,35 @@ def custom_meters(settings: MeteringSettings) -> list[Meter]:
         # a template answers final amounts; a selector is metered (gauges in value-hours)
         scale = (3600.0 if m.type == "gauge" and m.query is None else 1.0) / m.multiplier
         out.append(_custom(m, scale))
+    return out
+
+
+NAMESPACE_FIRST_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def shard_meters(meter: Meter, shards: int) -> list[Meter]:
+    """``meter`` split into ``shards`` meters over disjoint sets of namespaces (by first character).
+
+    Namespace names start with a lowercase letter or a digit; the last shard also takes every
+    other value (including none), so the shards together select exactly the meter's series.
+    """
+    if shards <= 1 or meter.template is not None:
+        return [meter]
+    chars = NAMESPACE_FIRST_CHARACTERS
+    size = -(-len(chars) // shards)
+    groups = [chars[i : i + size] for i in range(0, len(chars), size)]
+    out = []
+    for i, group in enumerate(groups):
+        pattern = f"[{group}].*"
+        if i == len(groups) - 1:
+            pattern += f"|[^{chars}].*|"
+        matcher = f'{meter.namespace_label}=~"{pattern}"'
+        selector = (
+            meter.selector[:-1] + "," + matcher + "}"
+            if meter.selector.endswith("}")
+            else (f"{meter.selector}{{{matcher}}}")
+        )
+        out.append(replace(meter, selector=selector, shard=f"s{i}"))
     return out
 
 
@@ -367,12 +397,13 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
             usage = _merge_copies(per_series(meter.selector, w), meter)
         return f"sum by ({ns}) (({usage}) {exclude})"
 
-    queries = [Query(f"{meter.name}_irregular", irregular, meter.name, "irregular")]
+    suffix = f"_{meter.shard}" if meter.shard else ""
+    queries = [Query(f"{meter.name}_irregular{suffix}", irregular, meter.name, "irregular")]
     if meter.kind == "counter":
         queries.insert(
             0,
             Query(
-                f"{meter.name}_start",
+                f"{meter.name}_start{suffix}",
                 amount(lambda sel, win: counter_boundary(sel, win.start, win)),
                 meter.name,
                 "amount",
@@ -383,7 +414,7 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
         queries.insert(
             0,
             Query(
-                f"{meter.name}_end",
+                f"{meter.name}_end{suffix}",
                 amount(lambda sel, win: counter_boundary(sel, win.end, win)),
                 meter.name,
                 "amount",
@@ -391,7 +422,7 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
             ),
         )
     else:
-        queries.insert(0, Query(meter.name, amount(gauge_usage), meter.name, "amount", (ns,)))
+        queries.insert(0, Query(f"{meter.name}{suffix}", amount(gauge_usage), meter.name, "amount", (ns,)))
     return queries
 
 

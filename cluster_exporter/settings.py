@@ -108,6 +108,13 @@ class PrometheusSettings(_Group):
     )
     ca_file: Path | None = Field(None, description="CA bundle to verify the engine's TLS certificate.")
     insecure_skip_verify: bool = Field(False, description="Do not verify TLS certificates (testing only).")
+    query_split: int = Field(
+        1,
+        ge=1,
+        le=36,
+        description="Split each meter's queries into this many shards by namespace (for engines with a limit "
+        "on the series or samples one query may load); the shards' answers are summed.",
+    )
 
 
 class KubernetesSettings(_Group):

@@ -8,7 +8,8 @@ import pytest
 
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster, hour_windows
-from cluster_exporter.metering import measure_window
+from cluster_exporter import queries as q
+from cluster_exporter.metering import all_meters, make_window, measure_window
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.report import UsageReport, report_id
 from cluster_exporter.settings import BUILTIN_METERS, Settings
@@ -116,3 +117,16 @@ async def test_window_end_must_be_settled(settings: Settings, cluster: Cluster) 
         with pytest.raises(WindowNotReadyError, match="after the window end"):
             # settled by the clock, but Prometheus has nothing after the window end yet (end of the demo data)
             await measure_window(settings, datetime(2025, 11, 20, 4, tzinfo=UTC), LATER, prom)
+
+
+async def test_query_split_gives_the_same_report(settings: Settings, cluster: Cluster) -> None:
+    """Engines with a per-query limit: the namespace space in shards, answers summed."""
+    end = hour_windows(cluster)[1][1]
+    whole, whole_requests = await _report(settings, end)
+    split = settings.model_copy(update={"prometheus": settings.prometheus.model_copy(update={"query_split": 3})})
+    shards, shard_requests = await _report(split, end)
+    assert shards.model_dump() == whole.model_dump()
+    w = make_window(settings, end - timedelta(hours=1), end)
+    meter_queries = sum(len(q.meter_queries(m, w)) for m in all_meters(settings))
+    not_split = whole_requests - meter_queries  # checks, namespace owners, raw-sample fetches
+    assert shard_requests == not_split + 3 * meter_queries
