@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .queries import Meter, Window
@@ -120,6 +121,45 @@ def raw_amounts(
             if rank == best_rank:
                 out[namespace_of[copy_key]] += per_copy[copy_key]
     return dict(out)
+
+
+class AmountTable:
+    """Raw amounts per namespace and meter, one small float array per namespace.
+
+    At 100,000 namespaces a dict per meter costs tens of MiB; one array('d') row per namespace
+    costs a few.
+    """
+
+    def __init__(self, meters: Sequence[str]) -> None:
+        self._index = {name: i for i, name in enumerate(meters)}
+        self._rows: dict[str, array[float]] = {}
+
+    def add(self, meter: str, namespace: str, value: float) -> None:
+        """Add ``value`` to the namespace's amount of ``meter``."""
+        row = self._rows.get(namespace)
+        if row is None:
+            row = self._rows[namespace] = array("d", bytes(8 * len(self._index)))
+        row[self._index[meter]] += value
+
+    def columns(self) -> dict[str, Mapping[str, float]]:
+        """{meter: {namespace: amount}} as views over the rows (nothing is copied)."""
+        return {meter: _Column(self._rows, i) for meter, i in self._index.items()}
+
+
+class _Column(Mapping[str, float]):
+    """One meter's amounts, read through AmountTable's rows."""
+
+    def __init__(self, rows: dict[str, array[float]], index: int) -> None:
+        self._rows, self._i = rows, index
+
+    def __getitem__(self, namespace: str) -> float:
+        return self._rows[namespace][self._i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import queries as q
-from .accounting import NamespaceOwners, customer_usage, raw_amounts, unit_key
+from .accounting import AmountTable, NamespaceOwners, customer_usage, raw_amounts, unit_key
 from .discovery import discover_customers
 from .errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
 from .prometheus import PrometheusClient
@@ -87,29 +87,38 @@ async def measure_window(
         meter.name: [query for shard in q.shard_meters(meter, split) for query in q.meter_queries(shard, w)]
         for meter in meters
     }
-    # Each answer is folded into these as it arrives, so a window never holds more than one
-    # parsed answer besides them (10,000 namespaces: a few MiB instead of every Sample object).
-    amounts: dict[str, dict[str, float]] = {meter.name: {} for meter in meters}
+    # Each answer is folded into these while it is parsed (PrometheusClient.fold_vector): a window
+    # holds one row of amounts per namespace, never a whole answer (100,000 namespaces: MiBs).
+    amounts = AmountTable([meter.name for meter in meters])
     irregular: dict[str, set[tuple[tuple[str, str], ...]]] = {meter.name: set() for meter in meters}
     counts: dict[str, float] = {}
     historical: dict[str, str] = {}
     ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
 
     async def fold(query: q.Query) -> None:
-        samples = await prometheus.vector(query.name, query.expr, at)
         if query.role == "check":
-            counts[query.name] = samples[0].value if samples else 0.0
+
+            def on_sample(labels: dict[str, str], value: float) -> None:
+                counts[query.name] = value
+
         elif query.role == "namespaces":
-            for sample in samples:
-                historical[sample.labels.get("namespace", "")] = sample.labels.get(ksm_label, "")
+
+            def on_sample(labels: dict[str, str], value: float) -> None:
+                historical[labels.get("namespace", "")] = labels.get(ksm_label, "")
+
         elif query.role == "irregular":
             meter = by_meter[query.meter]
-            irregular[query.meter].update(unit_key(meter, sample.labels) for sample in samples)
+
+            def on_sample(labels: dict[str, str], value: float) -> None:
+                irregular[query.meter].add(unit_key(meter, labels))
+
         else:
-            per_ns, label = amounts[query.meter], by_meter[query.meter].namespace_label
-            for sample in samples:
-                ns = sample.labels.get(label, "")
-                per_ns[ns] = per_ns.get(ns, 0.0) + query.sign * sample.value
+            label, sign = by_meter[query.meter].namespace_label, query.sign
+
+            def on_sample(labels: dict[str, str], value: float) -> None:
+                amounts.add(query.meter, labels.get(label, ""), sign * value)
+
+        await prometheus.fold_vector(query.name, query.expr, at, on_sample)
 
     checks = [q.container_samples_check(w), q.freshness_check(w)]
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
@@ -135,11 +144,10 @@ async def measure_window(
             "the window cannot be closed"
         )
     for meter in meters:
-        per_ns = amounts[meter.name]
         for ns, value in (await _irregular_amounts(prometheus, meter, irregular[meter.name], w)).items():
-            per_ns[ns] = per_ns.get(ns, 0.0) + value
+            amounts.add(meter.name, ns, value)
 
-    usage = customer_usage(meters, amounts, NamespaceOwners(live=live, historical=historical))
+    usage = customer_usage(meters, amounts.columns(), NamespaceOwners(live=live, historical=historical))
     return build_report(settings.cluster_id, start, end, usage)
 
 

@@ -132,19 +132,52 @@ class PrometheusClient:
             out.append(Series(_labels(name, item), samples))
         return out
 
-    async def _query(self, name: str, expr: str, at: float) -> dict[str, Any]:
+    async def fold_vector(
+        self, name: str, expr: str, at: float, on_sample: Callable[[dict[str, str], float], None]
+    ) -> int:
+        """Evaluate an instant query, handing each sample to ``on_sample`` while the answer is parsed.
+
+        Nothing of the answer is kept (a 100,000-row vector never exists as 100,000 objects).
+        On any error the caller's window fails as a whole, so samples already handed over do not
+        matter. Returns the number of samples.
+        """
+        count = 0
+
+        def hook(obj: dict[str, Any]) -> Any:
+            nonlocal count
+            # a sample is {"metric": {labels}, "value": [t, "v"]}; a label set holds only strings
+            if isinstance(obj.get("value"), list) and isinstance(obj.get("metric"), dict):
+                value = _finite(name, _pair(name, obj["value"])[1])
+                on_sample(_labels(name, obj), value)
+                count += 1
+                return None
+            return obj
+
+        data = await self._query(name, expr, at, hook)
+        if data.get("resultType") != "vector":
+            raise PrometheusError(f"query {name}: expected a vector, got {data.get('resultType')!r}")
+        result = data.get("result")
+        if not isinstance(result, list) or any(item is not None for item in result):
+            raise PrometheusError(f"query {name}: malformed result")
+        return count
+
+    async def _query(
+        self, name: str, expr: str, at: float, object_hook: Callable[[dict[str, Any]], Any] | None = None
+    ) -> dict[str, Any]:
         started = time.monotonic()
         ok = False
         try:
             async with self._semaphore:
-                result = await self._with_retries(name, expr, at)
+                result = await self._with_retries(name, expr, at, object_hook)
             ok = True
             return result
         finally:
             if self._on_query is not None:
                 self._on_query(name, time.monotonic() - started, ok)
 
-    async def _with_retries(self, name: str, expr: str, at: float) -> dict[str, Any]:
+    async def _with_retries(
+        self, name: str, expr: str, at: float, object_hook: Callable[[dict[str, Any]], Any] | None
+    ) -> dict[str, Any]:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             # 0.5 s, 1 s, 2 s ... capped at 10 s, plus up to 0.5 s of jitter
@@ -161,12 +194,14 @@ class PrometheusClient:
                 reraise=True,
             ):
                 with attempt:
-                    return await self._post(name, expr, at)
+                    return await self._post(name, expr, at, object_hook)
         except _Retryable as exc:
             raise PrometheusError(f"query {name}: {exc} (gave up after {self.settings.attempts} attempts)") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _post(self, name: str, expr: str, at: float) -> dict[str, Any]:
+    async def _post(
+        self, name: str, expr: str, at: float, object_hook: Callable[[dict[str, Any]], Any] | None = None
+    ) -> dict[str, Any]:
         assert self._session is not None, "use PrometheusClient as an async context manager"
         url = f"{self.settings.url}/api/v1/query"
         self.requests_sent += 1
@@ -182,7 +217,7 @@ class PrometheusClient:
         if status == 429 or status >= 500:
             raise _Retryable(f"HTTP {status} from {self.settings.url}: {clip(body)}", _retry_after(retry_after))
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, object_hook=object_hook)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PrometheusError(f"query {name}: HTTP {status}, body is not JSON: {clip(body)}") from exc
         if not isinstance(payload, dict):

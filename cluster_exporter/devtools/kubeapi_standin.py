@@ -93,6 +93,20 @@ class KubeState:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     writes: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path, status) of each write
     configmap_max_bytes: int = 1024 * 1024  # the API server's limit on a ConfigMap's data + binaryData
+    _matches: dict[tuple[str, int, int, int], list[str]] = field(default_factory=dict, repr=False)
+
+    def matching_namespaces(self, selector: str) -> list[str]:
+        """Sorted names matching ``selector``; remembered while the namespaces stay the same, so
+        paging through 100,000 namespaces does not filter them all again for every page.
+
+        Adding or removing namespaces is seen; to change the labels of an existing one, assign a
+        new dict to ``namespaces`` (the cache is keyed on its identity, names and count)."""
+        fingerprint = (selector, id(self.namespaces), len(self.namespaces), hash(tuple(self.namespaces)))
+        cached = self._matches.get(fingerprint)
+        if cached is None:
+            cached = [n for n in sorted(self.namespaces) if selector_matches(selector, self.namespaces[n])]
+            self._matches = {fingerprint: cached}
+        return cached
 
     def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A stored object (a deep copy), or None."""
@@ -137,7 +151,7 @@ def make_app(state: KubeState) -> web.Application:
             except (ValueError, KeyError, TypeError):
                 return _status(410, "Expired", "the provided continue parameter is too old or malformed")
         try:
-            names = [n for n in sorted(state.namespaces) if selector_matches(selector, state.namespaces[n])]
+            names = state.matching_namespaces(selector)
         except ValueError as exc:
             return _status(400, "BadRequest", str(exc))
         page = names[start : start + limit] if limit > 0 else names[start:]
