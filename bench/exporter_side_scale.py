@@ -1,0 +1,102 @@
+"""The exporter's own cost at N namespaces, without a Prometheus holding N namespaces of data.
+
+    .venv/bin/python bench/exporter_side_scale.py 100000
+
+A loopback PromQL stand-in answers every aggregate query with N rows (one per namespace) and the
+Kubernetes API stand-in lists N labeled namespaces (2 per customer), so this measures only what
+the exporter does: listing, parsing, folding, accounting, building and printing the report. It
+prints wall time and peak RSS of `cluster-exporter report --dry-run` as a child process.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from aiohttp import web
+
+from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
+
+N = int(sys.argv[1])
+names = [f"tenant-{i:06d}" for i in range(N)]
+ns_body = None
+
+
+def vector(rows):
+    return {"status": "success", "data": {"resultType": "vector", "result": rows}}
+
+
+amount = json.dumps(vector([{"metric": {"namespace": n}, "value": [1, "1.5"]} for n in names])).encode()
+nginx = json.dumps(vector([{"metric": {"exported_namespace": n}, "value": [1, "10"]} for n in names])).encode()
+one = json.dumps(vector([{"metric": {}, "value": [1, "5"]}])).encode()
+empty = json.dumps(vector([])).encode()
+
+
+async def handle(request):
+    q = (await request.post())["query"]
+    if q.startswith("count(count_over_time"):
+        return web.Response(body=one, content_type="application/json")
+    if q.startswith("sum by (namespace)"):
+        return web.Response(body=amount, content_type="application/json")
+    if q.startswith("sum by (exported_namespace)"):
+        return web.Response(body=nginx, content_type="application/json")
+    return web.Response(body=empty, content_type="application/json")
+
+
+url = {}
+
+
+def serve():
+    loop = asyncio.new_event_loop()
+    app = web.Application(client_max_size=2**26)
+    app.router.add_post("/api/v1/query", handle)
+    r = web.AppRunner(app)
+    loop.run_until_complete(r.setup())
+    s = web.TCPSite(r, "127.0.0.1", 0)
+    loop.run_until_complete(s.start())
+    url["u"] = f"http://127.0.0.1:{s._server.sockets[0].getsockname()[1]}"
+    loop.run_forever()
+
+
+threading.Thread(target=serve, daemon=True).start()
+while "u" not in url:
+    time.sleep(0.05)
+kube = KubeApiStandIn(
+    KubeState(namespaces={n: {"billing.example.com/customer-id": f"c{i // 2}"} for i, n in enumerate(names)})
+).start_in_thread()
+kc = write_kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig", kube.url)
+env = {
+    **os.environ,
+    "PROMETHEUS_URL": url["u"],
+    "KUBECONFIG": str(kc),
+    "CLUSTER_ID": "x",
+    "METERING_NAMESPACE_LABELS_METRIC": "false",
+}
+t = time.time()
+p = subprocess.Popen(
+    [sys.executable, "-m", "cluster_exporter.cli", "report", "--dry-run", "--window-end", "2025-11-20T02:00:00Z"],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    env=env,
+)
+proc = psutil.Process(p.pid)
+peak = 0
+out = []
+threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True).start()
+while p.poll() is None:
+    try:
+        peak = max(peak, proc.memory_info().rss)
+    except psutil.NoSuchProcess:
+        break
+    time.sleep(0.01)
+time.sleep(0.5)
+err = p.stderr.read().decode()
+size = len(out[0]) if out else 0
+print(f"namespaces {N}: exit {p.returncode}, {time.time() - t:.1f}s, peak RSS {peak / 2**20:.1f} MiB (limit 128 MiB)")
+print(f"report {size} bytes {err[-300:]}")
