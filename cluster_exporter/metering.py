@@ -121,9 +121,10 @@ async def measure_window(
         await prometheus.fold_vector(query.name, query.expr, at, on_sample)
 
     checks = [q.container_samples_check(w), q.freshness_check(w)]
+    sources = [q.source_check(meter, w) for meter in meters if meter.required]
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
     flat = [query for qs in meter_queries.values() for query in qs]
-    everything = [*checks, *flat, *([owners_query] if owners_query is not None else [])]
+    everything = [*checks, *sources, *flat, *([owners_query] if owners_query is not None else [])]
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
             live_task = group.create_task(discover(settings.kubernetes))
@@ -143,6 +144,18 @@ async def measure_window(
             f"Prometheus has no container samples in the {m.max_gap} after the window end yet; "
             "the window cannot be closed"
         )
+    for source in sources:
+        if not counts.get(source.name):
+            meter = by_meter[source.meter]
+            hint = (
+                ' (set metering.http_source = "none" if this cluster has no ingress)'
+                if meter.name == "http_requests"
+                else ""
+            )
+            raise NoDataError(
+                f"meter {meter.name}: Prometheus has no {meter.selector} series in the window or the "
+                f"{m.series_lookback} before it: its source is missing or not scraped{hint}"
+            )
     for meter in meters:
         for ns, value in (await _irregular_amounts(prometheus, meter, irregular[meter.name], w)).items():
             amounts.add(meter.name, ns, value)

@@ -57,6 +57,7 @@ class Meter:
     unit: tuple[str, ...] | None = None  # labels identifying one countable thing when prefer is set
     scale: float = 1.0
     integer: bool = False
+    required: bool = False  # the source must have series (see source_check)
     template: str | None = None  # custom meters given as a raw PromQL template
     shard: str = ""  # set on the shards of a split meter (prometheus.query_split); names its queries
 
@@ -137,6 +138,7 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
                 namespace_label=settings.nginx_namespace_label,
                 dedup=replica_safe,
                 integer=True,
+                required=True,
             )
         )
     elif settings.http_source == "istio":
@@ -149,6 +151,7 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
                 namespace_label="destination_service_namespace",
                 dedup=replica_safe,
                 integer=True,
+                required=True,
             )
         )
     return meters
@@ -203,6 +206,7 @@ def _custom(m: CustomMeter, scale: float) -> Meter:
         dedup=dedup,
         scale=scale,
         integer=m.integer,
+        required=m.selector is not None,  # a template is the operator's own PromQL: no series to check
         template=m.query,
     )
 
@@ -452,6 +456,23 @@ def container_samples_check(w: Window) -> Query:
     sel = 'container_cpu_usage_seconds_total{container!="",container!="POD"}'
     return Query(
         "container_samples", f"count(count_over_time({sel}[{_d(w.length - 0.001)}] @ {_t(w.end)}))", "check", "check"
+    )
+
+
+def source_check(meter: Meter, w: Window) -> Query:
+    """How many series a configured source has over the window and the lookback before it.
+
+    For sources that a cluster either exports or does not (the ingress controller or mesh behind
+    http_requests, an operator's custom meter): none at all means the source is missing or not
+    scraped, which must fail the window rather than bill every customer zero. Real containers
+    and volumes need no such check (no PVC at all is a legitimate cluster).
+    """
+    span = w.lookback + w.length + w.horizon
+    return Query(
+        f"{meter.name}_source",
+        f"count(count_over_time({meter.selector}[{_d(span)}] @ {_t(w.end + w.horizon)}))",
+        meter.name,
+        "check",
     )
 
 

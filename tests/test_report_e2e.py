@@ -130,3 +130,17 @@ async def test_query_split_gives_the_same_report(settings: Settings, cluster: Cl
     meter_queries = sum(len(q.meter_queries(m, w)) for m in all_meters(settings))
     not_split = whole_requests - meter_queries  # checks, namespace owners, raw-sample fetches
     assert shard_requests == not_split + 3 * meter_queries
+
+
+async def test_a_missing_source_fails_the_window_instead_of_billing_zero(settings: Settings, cluster: Cluster) -> None:
+    from cluster_exporter.errors import NoDataError
+    from cluster_exporter.settings import CustomMeter
+
+    missing = CustomMeter(name="mqtt_messages", type="counter", selector="mqtt_messages_received_total")
+    metering = settings.metering.model_copy(update={"custom_meters": [*settings.metering.custom_meters, missing]})
+    with pytest.raises(NoDataError, match=r"meter mqtt_messages: .* source is missing"):
+        await _report(settings.model_copy(update={"metering": metering}), hour_windows(cluster)[1][1])
+    # no ingress at all is said explicitly, and then http_requests is simply not metered
+    no_http = settings.metering.model_copy(update={"http_source": "none"})
+    report, _ = await _report(settings.model_copy(update={"metering": no_http}), hour_windows(cluster)[1][1])
+    assert all(r.http_requests == 0 for r in report.usage)
