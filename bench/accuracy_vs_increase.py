@@ -16,11 +16,11 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cluster_exporter.devtools.clusters import demo_cluster
 from cluster_exporter.devtools.demo import demo_namespaces, demo_settings, prepare
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from cluster_exporter.devtools.original_design import INCREASE_ONLY, ORIGINAL, per_namespace_usage
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
-from cluster_exporter.devtools.synthetic_cluster import demo_cluster
 from cluster_exporter.metering import measure_window, parse_time
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.settings import BUILTIN_METERS

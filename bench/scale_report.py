@@ -35,10 +35,11 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from cluster_exporter.devtools.clusters import scale_cluster
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from cluster_exporter.devtools.original_design import ORIGINAL, per_namespace_usage
 from cluster_exporter.devtools.prometheus_server import PrometheusServer, backfill
-from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, scale_cluster
+from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
 from cluster_exporter.metering import all_meters, make_window
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.queries import container_samples_check, freshness_check, meter_queries, namespace_owners

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from cluster_exporter.devtools.clusters import demo_cluster
 from cluster_exporter.devtools.demo import demo_namespaces, demo_settings, prepare
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
-from cluster_exporter.devtools.synthetic_cluster import Cluster, demo_cluster
+from cluster_exporter.devtools.synthetic_cluster import Cluster
 from cluster_exporter.settings import Settings
 
 # Long after the demo's data: every demo window counts as closed and settled.

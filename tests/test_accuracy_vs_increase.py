@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from cluster_exporter.devtools.clusters import hour_windows
 from cluster_exporter.devtools.original_design import INCREASE_ONLY, per_namespace_usage
-from cluster_exporter.devtools.synthetic_cluster import Cluster, hour_windows
+from cluster_exporter.devtools.synthetic_cluster import Cluster
 from cluster_exporter.metering import measure_window
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.settings import Settings

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cluster_exporter import queries as q
+from cluster_exporter.devtools.clusters import hour_windows
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
-from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster, hour_windows
+from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
 from cluster_exporter.metering import all_meters, make_window, measure_window
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.report import UsageReport, report_id

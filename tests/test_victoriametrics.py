@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from cluster_exporter.devtools.clusters import hour_windows
 from cluster_exporter.devtools.demo import demo_settings
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import VictoriaMetricsServer, import_into_victoriametrics
-from cluster_exporter.devtools.synthetic_cluster import Cluster, hour_windows
+from cluster_exporter.devtools.synthetic_cluster import Cluster
 from cluster_exporter.metering import measure_window
 from cluster_exporter.prometheus import PrometheusClient
 

@@ -16,9 +16,10 @@ from ..metering import measure_window
 from ..prometheus import PrometheusClient
 from ..report import UsageReport
 from ..settings import Settings, load_settings
+from .clusters import demo_cluster, hour_windows
 from .kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from .prometheus_server import PrometheusServer, backfill
-from .synthetic_cluster import CUSTOMER_LABEL, Cluster, demo_cluster, hour_windows
+from .synthetic_cluster import CUSTOMER_LABEL, Cluster
 
 CUSTOM_METERS = [
     {"name": "pg_commits", "type": "counter", "selector": 'pg_stat_database_xact_commit{datname!=""}', "integer": True},
