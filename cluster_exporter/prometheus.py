@@ -106,13 +106,8 @@ class PrometheusClient:
 
     async def vector(self, name: str, expr: str, at: float) -> list[Sample]:
         """Evaluate an instant query that must answer a vector of finite values."""
-        data = await self._query(name, expr, at)
-        if data.get("resultType") != "vector":
-            raise PrometheusError(f"query {name}: expected a vector, got {data.get('resultType')!r}")
-        out = []
-        for item in _result_list(name, data):
-            value = _finite(name, _pair(name, item.get("value"))[1])
-            out.append(Sample(_labels(name, item), value))
+        out: list[Sample] = []
+        await self.fold_vector(name, expr, at, lambda labels, value: out.append(Sample(labels, value)))
         return out
 
     async def matrix(self, name: str, expr: str, at: float) -> list[Series]:
