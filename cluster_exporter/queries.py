@@ -187,11 +187,7 @@ def shard_meters(meter: Meter, shards: int) -> list[Meter]:
         if i == len(groups) - 1:
             pattern += f"|[^{chars}].*|"
         matcher = f'{meter.namespace_label}=~"{pattern}"'
-        selector = (
-            meter.selector[:-1] + "," + matcher + "}"
-            if meter.selector.endswith("}")
-            else (f"{meter.selector}{{{matcher}}}")
-        )
+        selector = with_matchers(meter.selector, matcher)
         out.append(replace(meter, selector=selector, shard=f"s{i}"))
     return out
 
@@ -344,7 +340,7 @@ def _prefer_views(per_series: str, meter: Meter) -> str:
     """One view per unit: the first value of meter.prefer's label that a unit has."""
     assert meter.prefer and meter.unit
     label, values = meter.prefer
-    views = [f"{_merge_copies(per_series.replace('__VIEW__', f',{label}={_quote(v)}'), meter)}" for v in values]
+    views = [f"{_merge_copies(per_series.replace('__VIEW__', f'{label}={_quote(v)}'), meter)}" for v in values]
     return f" or on({_without(meter.unit)}) ".join(f"({v})" for v in views)
 
 
@@ -352,11 +348,18 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def with_matchers(selector: str, matchers: str) -> str:
+    """``selector`` with ``matchers`` (e.g. ``a="b",c=~"d"``) added inside its braces."""
+    if selector.endswith("{}"):
+        return selector[:-1] + matchers + "}"
+    if selector.endswith("}"):
+        return selector[:-1] + "," + matchers + "}"
+    return f"{selector}{{{matchers}}}"
+
+
 def _with_view_slot(selector: str) -> str:
     """Add a placeholder for a view matcher inside the selector's braces."""
-    if selector.endswith("}"):
-        return selector[:-1] + "__VIEW__}"
-    return selector + "{__VIEW__}".replace("{,", "{")
+    return with_matchers(selector, "__VIEW__")
 
 
 @dataclass(frozen=True)
@@ -433,7 +436,7 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
     """Raw samples of the series behind some irregular units, over everything the window reads."""
     extra = ",".join(f'{label}=~"{_regex_union(values)}"' for label, values in sorted(matchers.items()))
-    sel = meter.selector[:-1] + "," + extra + "}" if meter.selector.endswith("}") else f"{meter.selector}{{{extra}}}"
+    sel = with_matchers(meter.selector, extra)
     # a counter's B(T0) may read back as far as the lookback; a gauge only its window and edges
     span = (w.lookback if meter.kind == "counter" else w.max_gap) + w.length + w.horizon
     # No @ here: VictoriaMetrics ignores @ on a bare range selector. Evaluate at raw_samples_time(w).

@@ -123,3 +123,13 @@ def test_customer_usage_sums_namespaces_scales_and_keeps_idle_customers() -> Non
         "cust_g": {"namespaces": ["gone"], "cpu_hours": 0.1, "http_requests": 0},
         "cust_i": {"namespaces": ["idle"], "cpu_hours": 0.0, "http_requests": 0},
     }
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [("x", 'x{a="b"}'), ("x{}", 'x{a="b"}'), ('x{c!=""}', 'x{c!="",a="b"}')],
+)
+def test_matchers_are_added_inside_the_braces(selector: str, expected: str) -> None:
+    from cluster_exporter.queries import with_matchers
+
+    assert with_matchers(selector, 'a="b"') == expected
