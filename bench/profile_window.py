@@ -6,23 +6,25 @@
 
 import asyncio
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pyinstrument import Profiler
 
-from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
+from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
 from cluster_exporter.metering import measure_window
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.settings import load_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale_report import kube_state
+
 root = Path(__file__).resolve().parent / "out" / "scale-10000"
 labeled = json.loads((root / "truth.json").read_text())["namespaces"]
-kube = KubeApiStandIn(
-    KubeState(namespaces={ns: {CUSTOMER_LABEL: f"cust_{int(ns.split('-')[1]) // 2:06d}"} for ns in labeled})
-).start_in_thread()
+kube = KubeApiStandIn(kube_state(labeled)).start_in_thread()
 with PrometheusServer(root / "tsdb") as prom:
     s = load_settings(
         {

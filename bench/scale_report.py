@@ -74,6 +74,11 @@ def prepare(namespaces: int, out: Path) -> tuple[Path, dict[str, dict[str, float
     return tsdb, data["truth"], data["namespaces"]
 
 
+def kube_state(labeled: list[str]) -> KubeState:
+    """The stand-in's namespaces: tenant-NNNNNN-x belongs to customer NNNNNN // 2, as generated."""
+    return KubeState(namespaces={ns: {CUSTOMER_LABEL: f"cust_{int(ns.split('-')[1]) // 2:06d}"} for ns in labeled})
+
+
 def query_requests(url: str) -> float:
     """prometheus_http_requests_total of the query endpoint, read from Prometheus' own /metrics
     (the benchmark Prometheus scrapes nothing, itself included)."""
@@ -192,7 +197,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the per-namespace design")
     args = parser.parse_args()
     tsdb, truth, labeled = prepare(args.namespaces, args.out)
-    state = KubeState(namespaces={ns: {CUSTOMER_LABEL: f"cust_{int(ns.split('-')[1]) // 2:06d}"} for ns in labeled})
+    state = kube_state(labeled)
     kube = KubeApiStandIn(state).start_in_thread()
     try:
         with PrometheusServer(tsdb, extra_args=["--query.max-samples=500000000"]) as prom:
