@@ -127,7 +127,11 @@ def _run_report(args: argparse.Namespace, settings: Settings) -> int:
 
     window_end = parse_time(args.window_end)
     report = asyncio.run(run_report(settings, window_end, datetime.now(UTC), dry_run=args.dry_run))
-    if args.dry_run:
+    if args.dry_run and args.format == "json":
+        for chunk in report.json_chunks():  # the bytes that would be sent, written piece by piece
+            sys.stdout.write(chunk)
+        sys.stdout.write("\n")
+    elif args.dry_run:
         print(render(report.model_dump(mode="json"), args.format))
     else:
         print(

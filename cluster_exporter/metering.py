@@ -160,8 +160,8 @@ async def measure_window(
         for ns, value in (await _irregular_amounts(prometheus, meter, irregular[meter.name], w)).items():
             amounts.add(meter.name, ns, value)
 
-    usage = customer_usage(meters, amounts.columns(), NamespaceOwners(live=live, historical=historical))
-    return build_report(settings.cluster_id, start, end, usage)
+    owners = NamespaceOwners(live=live, historical=historical)
+    return build_report(settings.cluster_id, start, end, customer_usage(meters, amounts.columns(), owners))
 
 
 def _first_exporter_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

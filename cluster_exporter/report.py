@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator, model_validator
 
 # uuid5 namespace of cluster-exporter report ids (a fixed, random UUID: never change it).
 REPORT_ID_NAMESPACE = uuid.UUID("5b0c7d1e-4a52-4c61-9a5f-0f2b8f0e6c3a")
@@ -36,39 +37,92 @@ def report_id(cluster_id: str, window_start: datetime, window_end: datetime) -> 
     return str(uuid.uuid5(REPORT_ID_NAMESPACE, key))
 
 
-class CustomerUsage(BaseModel):
-    """Everything one customer used in one window, summed over its namespaces."""
+# The built-in meters every usage record carries, in order, with the value of a meter not measured.
+BUILTIN_AMOUNTS: tuple[tuple[str, float | int], ...] = (
+    ("cpu_hours", 0.0),
+    ("memory_gb_hours", 0.0),
+    ("network_bytes_sent", 0),
+    ("network_bytes_received", 0),
+    ("storage_gb_hours", 0.0),
+    ("http_requests", 0),
+)
+_BUILTIN = dict(BUILTIN_AMOUNTS)
+_RECORD_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+_NAME_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
-    model_config = ConfigDict(extra="allow", frozen=True)
 
+class CustomerUsage:
+    """Everything one customer used in one window, summed over its namespaces.
+
+    A compact, validated, immutable record (a report of 50,000 customers holds 50,000 of them):
+    the customer id, its namespaces, and one amount per meter, the six built-in meters first (0
+    when not measured), then custom meters by name. Meter names are shared between records.
+    """
+
+    __slots__ = ("_names", "_values", "customer_id", "namespaces")
     customer_id: str
     namespaces: list[str]
-    cpu_hours: float = 0.0
-    memory_gb_hours: float = 0.0
-    network_bytes_sent: int = 0
-    network_bytes_received: int = 0
-    storage_gb_hours: float = 0.0
-    http_requests: int = 0
+    _names: tuple[str, ...]
+    _values: tuple[float | int, ...]
 
-    @model_validator(mode="after")
-    def _finite_and_non_negative(self) -> CustomerUsage:
-        for name, value in self.amounts().items():
+    def __init__(self, customer_id: str, namespaces: list[str], **amounts: float | int) -> None:
+        if not isinstance(customer_id, str) or not customer_id:
+            raise ValueError("customer_id must be a non-empty string")
+        if not isinstance(namespaces, list) or not all(isinstance(n, str) for n in namespaces):
+            raise ValueError(f"{customer_id}: namespaces must be a list of names")
+        values = {**_BUILTIN, **amounts}
+        for name, value in values.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number")
+                raise ValueError(f"{customer_id}: {name} must be a number")
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and non-negative, got {value!r}")
-        return self
+                raise ValueError(f"{customer_id}: {name} must be finite and non-negative, got {value!r}")
+            if name in _BUILTIN and isinstance(_BUILTIN[name], int) and not float(value).is_integer():
+                raise ValueError(f"{customer_id}: {name} must be a whole number, got {value!r}")
+        names = tuple(values)
+        setattr_ = object.__setattr__
+        setattr_(self, "customer_id", customer_id)
+        setattr_(self, "namespaces", namespaces)
+        setattr_(self, "_names", _NAME_TUPLES.setdefault(names, names))
+        setattr_(
+            self,
+            "_values",
+            tuple(
+                int(v) if isinstance(_BUILTIN.get(n), int) else float(v) if n in _BUILTIN else v
+                for n, v in values.items()
+            ),
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("CustomerUsage is immutable")
+
+    def __getattr__(self, name: str) -> float | int:
+        try:
+            return self._values[self._names.index(name)]
+        except ValueError:
+            raise AttributeError(name) from None
 
     def amounts(self) -> dict[str, float | int]:
         """Meter name -> amount, built-in and custom meters alike."""
-        data = self.model_dump()
-        return {k: v for k, v in data.items() if k not in ("customer_id", "namespaces")}
+        return dict(zip(self._names, self._values, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as it appears in a report's JSON."""
+        return {"customer_id": self.customer_id, "namespaces": list(self.namespaces), **self.amounts()}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CustomerUsage) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.customer_id, self._values))
+
+    def __repr__(self) -> str:
+        return f"CustomerUsage({self.to_dict()!r})"
 
 
 class UsageReport(BaseModel):
     """One cluster's usage for the window [window_start, window_end)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     report_id: str
     cluster_id: str
@@ -99,13 +153,37 @@ class UsageReport(BaseModel):
             raise ValueError("report_id does not match cluster_id and window")
         return self
 
+    @field_validator("usage", mode="before")
+    @classmethod
+    def _records(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, CustomerUsage) for v in value):
+            raise ValueError("usage must be a list of CustomerUsage records")
+        return list(value)
+
     @field_serializer("window_start", "window_end")
     def _serialize_time(self, value: datetime) -> str:
         return format_time(value)
 
+    @field_serializer("usage")
+    def _serialize_usage(self, value: list[CustomerUsage]) -> list[dict[str, Any]]:
+        return [record.to_dict() for record in value]
+
+    def json_chunks(self) -> Iterator[str]:
+        """The canonical JSON in pieces: the envelope, then one usage record at a time.
+
+        Writing these pieces never holds a second copy of the report (a 50,000-customer report
+        is 10 MB of JSON, and its records as dicts several times that).
+        """
+        envelope = self.model_dump_json(exclude={"usage"})
+        yield envelope[:-1] + ',"usage":['
+        for i, record in enumerate(self.usage):
+            body = _RECORD_JSON.dump_json(record.to_dict()).decode()
+            yield body if i == 0 else "," + body
+        yield "]}"
+
     def to_json(self) -> str:
         """Canonical JSON: the same report always serialises to the same bytes."""
-        return self.model_dump_json()
+        return "".join(self.json_chunks())
 
 
 def round_amount(meter: str, value: float, integer: bool = False) -> float | int:
@@ -120,10 +198,14 @@ def build_report(
     cluster_id: str,
     window_start: datetime,
     window_end: datetime,
-    usage_by_customer: dict[str, dict[str, Any]],
+    usage_by_customer: dict[str, dict[str, Any]] | Iterable[CustomerUsage],
 ) -> UsageReport:
-    """Assemble a report from ``{customer_id: {"namespaces": [...], meter: amount, ...}}``."""
-    usage = [CustomerUsage(customer_id=customer, **fields) for customer, fields in sorted(usage_by_customer.items())]
+    """Assemble a report from records sorted by customer, or from
+    ``{customer_id: {"namespaces": [...], meter: amount, ...}}``."""
+    if isinstance(usage_by_customer, dict):
+        usage = [CustomerUsage(customer, **fields) for customer, fields in sorted(usage_by_customer.items())]
+    else:
+        usage = list(usage_by_customer)
     return UsageReport(
         report_id=report_id(cluster_id, window_start, window_end),
         cluster_id=cluster_id,

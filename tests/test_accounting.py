@@ -117,7 +117,8 @@ def test_customer_usage_sums_namespaces_scales_and_keeps_idle_customers() -> Non
         "cpu_hours": {"a-prod": 3600.0, "a-dev": 1800.0, "gone": 360.0, "kube-system": 99999.0},
         "http_requests": {"a-prod": 10.4, "a-dev": 0.3},
     }
-    out = customer_usage(meters, amounts, owners)
+    keys = ("namespaces", "cpu_hours", "http_requests")
+    out = {r.customer_id: {k: r.to_dict()[k] for k in keys} for r in customer_usage(meters, amounts, owners)}
     assert out == {
         "cust_a": {"namespaces": ["a-dev", "a-prod"], "cpu_hours": 1.5, "http_requests": 11},
         "cust_g": {"namespaces": ["gone"], "cpu_hours": 0.1, "http_requests": 0},
@@ -133,3 +134,33 @@ def test_matchers_are_added_inside_the_braces(selector: str, expected: str) -> N
     from cluster_exporter.queries import with_matchers
 
     assert with_matchers(selector, 'a="b"') == expected
+
+
+def test_usage_records_validate_and_serialise_like_the_report_schema() -> None:
+    from datetime import UTC, datetime
+
+    from cluster_exporter.report import CustomerUsage, build_report
+
+    record = CustomerUsage("cust_a", ["a-dev"], cpu_hours=1.5, mqtt_messages=7)
+    assert record.to_dict() == {
+        "customer_id": "cust_a",
+        "namespaces": ["a-dev"],
+        "cpu_hours": 1.5,
+        "memory_gb_hours": 0.0,
+        "network_bytes_sent": 0,
+        "network_bytes_received": 0,
+        "storage_gb_hours": 0.0,
+        "http_requests": 0,
+        "mqtt_messages": 7,
+    }
+    assert record.cpu_hours == 1.5 and record.mqtt_messages == 7
+    for bad in ({"cpu_hours": float("nan")}, {"cpu_hours": -1.0}, {"http_requests": 2.5}, {"cpu_hours": True}):
+        with pytest.raises(ValueError):
+            CustomerUsage("cust_a", ["a-dev"], **bad)
+    with pytest.raises(AttributeError):
+        record.cpu_hours = 2.0  # type: ignore[misc]
+    start, end = datetime(2025, 11, 20, 1, tzinfo=UTC), datetime(2025, 11, 20, 2, tzinfo=UTC)
+    report = build_report("k8s-1", start, end, [record])
+    # the streamed JSON is byte for byte pydantic's own serialisation of the whole model
+    assert report.to_json() == report.model_dump_json()
+    assert '"usage":[{"customer_id":"cust_a","namespaces":["a-dev"],"cpu_hours":1.5,' in report.to_json()
