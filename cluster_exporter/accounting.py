@@ -190,29 +190,25 @@ def customer_usage(
 
     Every customer with a live labeled namespace gets a record (zeros when idle); a namespace
     deleted during the window joins its customer's record when it had usage. Amounts are scaled
-    to report units and rounded once, per customer. One float array per customer while summing;
-    each customer's sums are released as its record is made.
+    to report units and rounded once, per customer. Each customer's amounts are summed when its
+    record is made, so nothing per customer is held but the list of its namespaces.
     """
     namespaces: dict[str, list[str]] = defaultdict(list)
     for namespace, customer in owners.live.items():
         namespaces[customer].append(namespace)
-    totals: dict[str, array[float]] = {}
-    for i, meter in enumerate(meters):
-        for namespace, value in amounts.get(meter.name, {}).items():
-            owner = owners.owner(namespace)
-            if owner is None:
-                continue
+    columns = [amounts.get(meter.name, {}) for meter in meters]
+    for column in columns:
+        for namespace, value in column.items():
             if value != 0 and namespace not in owners.live:
-                namespaces[owner].append(namespace)
-            row = totals.get(owner)
-            if row is None:
-                row = totals[owner] = array("d", bytes(8 * len(meters)))
-            row[i] += value
-    empty = array("d", bytes(8 * len(meters)))
+                owner = owners.owner(namespace)
+                if owner is not None and namespace not in namespaces[owner]:
+                    namespaces[owner].append(namespace)
     for customer in sorted(namespaces):
-        row = totals.pop(customer, empty)
+        names = sorted(namespaces.pop(customer))
         fields = {
-            meter.name: round_amount(meter.name, max(row[i], 0.0) / meter.scale, meter.integer)
-            for i, meter in enumerate(meters)
+            meter.name: round_amount(
+                meter.name, max(sum(column.get(ns, 0.0) for ns in names), 0.0) / meter.scale, meter.integer
+            )
+            for meter, column in zip(meters, columns, strict=True)
         }
-        yield CustomerUsage(customer, sorted(set(namespaces.pop(customer))), **fields)
+        yield CustomerUsage(customer, names, **fields)

@@ -27,6 +27,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from .answer_stream import MalformedAnswer, stream_result_items
 from .errors import PrometheusError, clip
 from .settings import PrometheusSettings
 
@@ -130,40 +131,39 @@ class PrometheusClient:
     async def fold_vector(
         self, name: str, expr: str, at: float, on_sample: Callable[[dict[str, str], float], None]
     ) -> int:
-        """Evaluate an instant query, handing each sample to ``on_sample`` while the answer is parsed.
+        """Evaluate an instant query, handing each sample to ``on_sample`` while the body arrives.
 
-        Nothing of the answer is kept (a 100,000-row vector never exists as 100,000 objects).
-        On any error the caller's window fails as a whole, so samples already handed over do not
-        matter. Returns the number of samples.
+        Nothing of the answer is kept: one network chunk and one sample at a time (a
+        100,000-row vector never exists whole, as text or as objects). On any error the caller's
+        window fails as a whole, so samples already handed over do not matter; an answer cut off
+        after samples were handed over is not retried. Returns the number of samples.
         """
         count = 0
 
-        def hook(obj: dict[str, Any]) -> Any:
+        def on_item(item: Any) -> None:
             nonlocal count
             # a sample is {"metric": {labels}, "value": [t, "v"]}; a label set holds only strings
-            if isinstance(obj.get("value"), list) and isinstance(obj.get("metric"), dict):
-                value = _finite(name, _pair(name, obj["value"])[1])
-                on_sample(_labels(name, obj), value)
-                count += 1
-                return None
-            return obj
+            if not isinstance(item, dict) or not isinstance(item.get("value"), list):
+                raise PrometheusError(f"query {name}: malformed vector element")
+            value = _finite(name, _pair(name, item["value"])[1])
+            on_sample(_labels(name, item), value)
+            count += 1
 
-        data = await self._query(name, expr, at, hook)
+        data = await self._query(name, expr, at, on_item)
         if data.get("resultType") != "vector":
             raise PrometheusError(f"query {name}: expected a vector, got {data.get('resultType')!r}")
-        result = data.get("result")
-        if not isinstance(result, list) or any(item is not None for item in result):
+        if data.get("result") != []:
             raise PrometheusError(f"query {name}: malformed result")
         return count
 
     async def _query(
-        self, name: str, expr: str, at: float, object_hook: Callable[[dict[str, Any]], Any] | None = None
+        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None
     ) -> dict[str, Any]:
         started = time.monotonic()
         ok = False
         try:
             async with self._semaphore:
-                result = await self._with_retries(name, expr, at, object_hook)
+                result = await self._with_retries(name, expr, at, on_item)
             ok = True
             return result
         finally:
@@ -171,7 +171,7 @@ class PrometheusClient:
                 self._on_query(name, time.monotonic() - started, ok)
 
     async def _with_retries(
-        self, name: str, expr: str, at: float, object_hook: Callable[[dict[str, Any]], Any] | None
+        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None
     ) -> dict[str, Any]:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
@@ -189,32 +189,53 @@ class PrometheusClient:
                 reraise=True,
             ):
                 with attempt:
-                    return await self._post(name, expr, at, object_hook)
+                    return await self._post(name, expr, at, on_item)
         except _Retryable as exc:
             raise PrometheusError(f"query {name}: {exc} (gave up after {self.settings.attempts} attempts)") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(
-        self, name: str, expr: str, at: float, object_hook: Callable[[dict[str, Any]], Any] | None = None
+        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None
     ) -> dict[str, Any]:
         assert self._session is not None, "use PrometheusClient as an async context manager"
         url = f"{self.settings.url}/api/v1/query"
         self.requests_sent += 1
+        handed = 0  # result items already handed to on_item: past the first, no retry
+
+        def count_items(item: Any) -> None:
+            nonlocal handed
+            handed += 1
+            assert on_item is not None
+            on_item(item)
+
+        body = b""
+        payload: Any = None
         try:
             async with self._session.post(url, data={"query": expr, "time": f"{at:.3f}"}) as resp:
-                body = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
-        except TimeoutError as exc:
-            raise _Retryable(f"timed out after {self.settings.timeout.total_seconds():.0f}s") from exc
-        except aiohttp.ClientError as exc:
-            raise _Retryable(f"cannot reach {self.settings.url}: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+                if status == 200 and on_item is not None:
+                    payload = await stream_result_items(resp.content.iter_any(), count_items)
+                else:
+                    body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            what = (
+                f"timed out after {self.settings.timeout.total_seconds():.0f}s"
+                if isinstance(exc, TimeoutError)
+                else f"cannot reach {self.settings.url}: {exc.__class__.__name__}: {clip(str(exc))}"
+            )
+            if handed:
+                raise PrometheusError(f"query {name}: answer cut off after {handed} series: {what}") from exc
+            raise _Retryable(what) from exc
+        except MalformedAnswer as exc:
+            raise PrometheusError(f"query {name}: HTTP {status}, {exc}") from exc
         if status == 429 or status >= 500:
             raise _Retryable(f"HTTP {status} from {self.settings.url}: {clip(body)}", _retry_after(retry_after))
-        try:
-            payload = json.loads(body, object_hook=object_hook)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PrometheusError(f"query {name}: HTTP {status}, body is not JSON: {clip(body)}") from exc
+        if payload is None:
+            try:
+                payload = json.loads(body)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise PrometheusError(f"query {name}: HTTP {status}, body is not JSON: {clip(body)}") from exc
         if not isinstance(payload, dict):
             raise PrometheusError(f"query {name}: HTTP {status}, unexpected body: {clip(body)}")
         if status != 200 or payload.get("status") != "success":
