@@ -43,6 +43,15 @@ class BadPrometheus:
                 text='{"status":"success","data":{"resultType":"vector","resu',
                 content_type="application/json",
             )
+        if self.mode == "cut":  # a few series, then the connection drops mid-answer
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "100000"})
+            await resp.prepare(request)
+            item = '{"metric":{"namespace":"a"},"value":[1,"2"]}'
+            head = '{"status":"success","data":{"resultType":"vector","result":['
+            await resp.write((head + item + "," + item).encode())
+            assert request.transport is not None
+            request.transport.close()
+            return resp
         if self.mode == "nan":
             body = {
                 "status": "success",
@@ -137,6 +146,7 @@ def assert_clean_failure(code: int, out: str, err: str, exit_code: int, message:
         ("400", "bad_data"),
         ("html", "not JSON"),
         ("truncated", "not JSON"),
+        ("cut", "answer cut off after 2 series"),
         ("nan", "non-finite"),
         ("warnings", "partial answer"),
     ],
