@@ -168,17 +168,15 @@ async def raw_queries(prom_url: str) -> float:
     limit = asyncio.Semaphore(settings.prometheus.max_concurrency)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
 
-        async def one(expr: str) -> None:
+        async def one(expr: str, at: float) -> None:
             async with (
                 limit,
-                session.post(
-                    f"{prom_url}/api/v1/query", data={"query": expr, "time": f"{w.end + w.max_gap:.3f}"}
-                ) as resp,
+                session.post(f"{prom_url}/api/v1/query", data={"query": expr, "time": f"{at:.3f}"}) as resp,
             ):
                 await resp.read()
 
         started = time.monotonic()
-        await asyncio.gather(*(one(qq.expr) for qq in queries))
+        await asyncio.gather(*(one(qq.expr, qq.at) for qq in queries))
         return time.monotonic() - started
 
 

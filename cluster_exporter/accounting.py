@@ -1,9 +1,12 @@
-"""Pure accounting: raw samples and per-namespace sums in, usage per customer out. No I/O.
+"""Pure accounting: samples in, usage per namespace and per customer out. No I/O.
 
-``counter_usage`` and ``gauge_usage`` are the metering rules written out on raw samples (the
-reference the PromQL in queries.py follows). They meter the irregular series (counter resets,
-gauge gaps longer than max_gap) that the aggregate queries leave out, and they define the
-behaviour the tests check.
+``counter_usage`` and ``gauge_usage`` are the metering rules written out on a series' raw
+samples: the reference. Most series are metered without all their samples, from what the
+queries in queries.py answer: the samples around each boundary and, for gauges, the sum and
+count of the samples inside the window. ``counter_at_boundary``, ``gauge_start``, ``gauge_end``
+and ``gauge_closed_form`` apply the same rules to those, and say when they cannot (the series
+is then irregular and metered from its raw samples). ``UnitTotals`` turns per-series usage into
+per-namespace amounts, counting copies of a series once and one view per unit.
 """
 
 from __future__ import annotations
@@ -81,46 +84,162 @@ def gauge_usage(samples: Samples, w: Window) -> float:
     return total
 
 
+def counter_at_boundary(samples: Samples, at: float, w: Window) -> float | None:
+    """B(at), from a series' samples in [at - max_gap, at + horizon]; None when these do not
+    decide it (no sample in [at - max_gap, at]: B would be read further back)."""
+    times = [t for t, _ in samples]
+    i = bisect.bisect_right(times, at)
+    if i == 0 or times[i - 1] < at - w.max_gap:
+        return None
+    return _counter_at(samples, times, at, w)
+
+
+# What a regular gauge's boundaries contribute, from its samples around them:
+# at T0 (ta, va, spacing, left): the first sample after T0, its distance from the one before, and
+# the integral over [T0, ta]; at T1 (tb, vb, right): the last sample at or before T1 and the
+# integral over [tb, T1].
+GaugeStart = tuple[float, float, float, float]
+GaugeEnd = tuple[float, float, float]
+
+
+def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float, float] | None:
+    """(tb, vb, ta, va): the samples just before (or at) and just after ``at``, when both exist
+    within max_gap of ``at`` and of each other; else None."""
+    times = [t for t, _ in samples]
+    i = bisect.bisect_right(times, at)
+    if i == 0 or i == len(samples):
+        return None
+    (tb, vb), (ta, va) = samples[i - 1], samples[i]
+    if tb < at - w.max_gap or ta > at + w.horizon or ta - tb > w.max_gap:
+        return None
+    return tb, vb, ta, va
+
+
+def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
+    """A gauge's piece at T0 from its samples around T0, or None (not alive across T0)."""
+    pair = _around(samples, w.start, w)
+    if pair is None:
+        return None
+    tb, vb, ta, va = pair
+    at_t0 = vb + (va - vb) * (w.start - tb) / (ta - tb)
+    return ta, va, ta - tb, (ta - w.start) * (at_t0 + va) / 2
+
+
+def gauge_end(samples: Samples, w: Window) -> GaugeEnd | None:
+    """A gauge's piece at T1 from its samples around T1, or None (not alive across T1)."""
+    pair = _around(samples, w.end, w)
+    if pair is None:
+        return None
+    tb, vb, ta, va = pair
+    at_t1 = vb + (va - vb) * (w.end - tb) / (ta - tb)
+    return tb, vb, (w.end - tb) * (vb + at_t1) / 2
+
+
+def gauge_closed_form(start: GaugeStart, end: GaugeEnd, total: float, count: float) -> float | None:
+    """Integral over [T0, T1] of a gauge alive across both boundaries, from the sum and count of
+    its samples in (T0, T1]; None unless those samples are evenly spaced with none missing.
+
+    With a, va the first sample in the window and b, vb the last, N samples summing to S at even
+    spacing, the trapezoids between them are (b - a) / (N - 1) * (S - (va + vb) / 2).
+    """
+    a, va, spacing, left = start
+    b, vb, right = end
+    if count < 1 or b < a:
+        return None
+    if abs((b - a) / spacing - (count - 1)) >= 0.5:
+        return None  # samples missing (or extra): only the sample-by-sample rule is exact
+    interior = (b - a) / (count - 1) * (total - (va + vb) / 2) if count > 1 else 0.0
+    return left + interior + right
+
+
 def unit_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """What one countable thing is for this meter: its unit labels, or all but the copy labels."""
     if meter.unit is not None:
         return tuple((name, labels.get(name, "")) for name in meter.unit)
+    return _copy_key(meter, labels)
+
+
+def _copy_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__" and k not in meter.dedup))
+
+
+def _id(items: tuple[tuple[str, str], ...]) -> int:
+    """128 bits identifying a label set: two independent 64-bit hashes (forwards, backwards)."""
+    return (hash(items) << 64) ^ (hash(items[::-1]) & 0xFFFFFFFFFFFFFFFF)
+
+
+def series_id(labels: Mapping[str, str]) -> int:
+    """The identity of one series (``__name__`` aside), to match it across answers without
+    keeping its labels."""
+    return _id(tuple(sorted((k, v) for k, v in labels.items() if k != "__name__")))
+
+
+class _Copy:
+    __slots__ = ("namespace", "rank", "unit", "usage")
+
+    def __init__(self, namespace: str, unit: int, rank: int, usage: float) -> None:
+        self.namespace, self.unit, self.rank, self.usage = namespace, unit, rank, usage
+
+
+class UnitTotals:
+    """Per-series usage in, per-namespace amounts out, with copies and views merged.
+
+    Copies of a series (differing only in ``meter.dedup`` labels) count once (their max); where
+    ``meter.prefer`` is set, a unit counts its first preferred view only (network: pod-level
+    series, else the pause container's). A unit with any series that could not be metered here
+    (``irregular``) is left out entirely and listed in ``irregular_units``, for its raw samples.
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self._copies: dict[int, _Copy] = {}
+        self.irregular_units: dict[int, tuple[tuple[str, str], ...]] = {}
+
+    def _ids(self, labels: Mapping[str, str]) -> tuple[int, int, int]:
+        """(copy id, unit id, rank of the view) of a series."""
+        meter = self.meter
+        copy_id = _id(_copy_key(meter, labels))
+        if meter.prefer is None or meter.unit is None:
+            return copy_id, copy_id, 0
+        label, order = meter.prefer
+        value = labels.get(label, "")
+        return copy_id, _id(unit_key(meter, labels)), order.index(value) if value in order else len(order)
+
+    def add(self, labels: Mapping[str, str], usage: float) -> None:
+        """One series' usage."""
+        copy_id, unit_id, rank = self._ids(labels)
+        known = self._copies.get(copy_id)
+        if known is not None:
+            known.usage = max(known.usage, usage)
+        else:
+            self._copies[copy_id] = _Copy(labels.get(self.meter.namespace_label, ""), unit_id, rank, usage)
+
+    def irregular(self, labels: Mapping[str, str]) -> None:
+        """A series that must be metered from its raw samples, with everything of its unit."""
+        self.irregular_units[self._ids(labels)[1]] = unit_key(self.meter, labels)
+
+    def amounts(self) -> dict[str, float]:
+        """{namespace: amount} over the units with no irregular series."""
+        best: dict[int, int] = {}
+        for copy in self._copies.values():
+            best[copy.unit] = min(best.get(copy.unit, copy.rank), copy.rank)
+        out: dict[str, float] = defaultdict(float)
+        for copy in self._copies.values():
+            if copy.unit not in self.irregular_units and best[copy.unit] == copy.rank:
+                out[copy.namespace] += copy.usage
+        return dict(out)
 
 
 def raw_amounts(
     meter: Meter, series: Iterable[RawSeries], units: set[tuple[tuple[str, str], ...]], w: Window
 ) -> dict[str, float]:
-    """Per-namespace usage of the given units from raw samples, with copies and views merged.
-
-    Copies of a series (differing only in ``meter.dedup`` labels) count once (their max); where
-    ``meter.prefer`` is set, a unit counts its first preferred view only (network: pod-level
-    series, else the pause container's).
-    """
-    per_copy: dict[tuple[tuple[str, str], ...], float] = {}
-    namespace_of: dict[tuple[tuple[str, str], ...], str] = {}
+    """Per-namespace usage of the given units from raw samples, with copies and views merged
+    (as UnitTotals)."""
+    totals = UnitTotals(meter)
     for labels, samples in series:
-        if unit_key(meter, labels) not in units:
-            continue
-        copy_key = tuple(sorted((k, v) for k, v in labels.items() if k != "__name__" and k not in meter.dedup))
-        usage = counter_usage(samples, w) if meter.kind == "counter" else gauge_usage(samples, w)
-        per_copy[copy_key] = max(per_copy.get(copy_key, usage), usage)
-        namespace_of[copy_key] = labels.get(meter.namespace_label, "")
-    chosen: dict[tuple[tuple[str, str], ...], list[tuple[int, tuple[tuple[str, str], ...]]]] = defaultdict(list)
-    for copy_key in per_copy:
-        labels = dict(copy_key)
-        rank = 0
-        if meter.prefer is not None:
-            label, order = meter.prefer
-            rank = order.index(labels.get(label, "")) if labels.get(label, "") in order else len(order)
-        chosen[unit_key(meter, labels)].append((rank, copy_key))
-    out: dict[str, float] = defaultdict(float)
-    for candidates in chosen.values():
-        best_rank = min(rank for rank, _ in candidates)
-        for rank, copy_key in candidates:
-            if rank == best_rank:
-                out[namespace_of[copy_key]] += per_copy[copy_key]
-    return dict(out)
+        if unit_key(meter, labels) in units:
+            totals.add(labels, counter_usage(samples, w) if meter.kind == "counter" else gauge_usage(samples, w))
+    return totals.amounts()
 
 
 class AmountTable:

@@ -12,14 +12,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import queries as q
-from .accounting import AmountTable, NamespaceOwners, customer_usage, raw_amounts, unit_key
+from .accounting import AmountTable, NamespaceOwners, customer_usage
 from .discovery import discover_customers
 from .errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
 from .prometheus import PrometheusClient
 from .report import UsageReport, build_report
+from .series_metering import meter_amounts
 from .settings import KubernetesSettings, Settings
 
-RAW_UNITS_PER_QUERY = 500
+METERS_AT_ONCE = 2  # meters whose per-series numbers are held at the same time
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 
@@ -79,21 +80,17 @@ async def measure_window(
     start, end = window_bounds(window_end, m.window)
     check_ready(end, now, m.effective_settle_delay)
     w = make_window(settings, start, end)
-    at = w.end + w.max_gap  # every query reads data up to here, no further
     meters = all_meters(settings)
     by_meter = {meter.name: meter for meter in meters}
     split = settings.prometheus.query_split
-    meter_queries = {
-        meter.name: [query for shard in q.shard_meters(meter, split) for query in q.meter_queries(shard, w)]
-        for meter in meters
-    }
-    # Each answer is folded into these while it is parsed (PrometheusClient.fold_vector): a window
-    # holds one row of amounts per namespace, never a whole answer (100,000 namespaces: MiBs).
+    shards = [shard for meter in meters for shard in q.shard_meters(meter, split)]
+    # Each answer is folded into these while it is parsed: a window holds one row of amounts per
+    # namespace, and per-series numbers only for the meters being measured at the moment.
     amounts = AmountTable([meter.name for meter in meters])
-    irregular: dict[str, set[tuple[tuple[str, str], ...]]] = {meter.name: set() for meter in meters}
     counts: dict[str, float] = {}
     historical: dict[str, str] = {}
     ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
+    meters_at_once = asyncio.Semaphore(METERS_AT_ONCE)
 
     async def fold(query: q.Query) -> None:
         if query.role == "check":
@@ -106,30 +103,32 @@ async def measure_window(
             def on_sample(labels: dict[str, str], value: float) -> None:
                 historical[labels.get("namespace", "")] = labels.get(ksm_label, "")
 
-        elif query.role == "irregular":
-            meter = by_meter[query.meter]
+        else:  # a custom meter's own PromQL: final amounts per namespace
+            label = by_meter[query.meter].namespace_label
 
             def on_sample(labels: dict[str, str], value: float) -> None:
-                irregular[query.meter].add(unit_key(meter, labels))
+                amounts.add(query.meter, labels.get(label, ""), value)
 
-        else:
-            label, sign = by_meter[query.meter].namespace_label, query.sign
+        await prometheus.fold_vector(query.name, query.expr, query.at, on_sample)
 
-            def on_sample(labels: dict[str, str], value: float) -> None:
-                amounts.add(query.meter, labels.get(label, ""), sign * value)
-
-        await prometheus.fold_vector(query.name, query.expr, at, on_sample)
+    async def measure(meter: q.Meter) -> None:
+        async with meters_at_once:
+            for namespace, value in (await meter_amounts(prometheus, meter, w)).items():
+                amounts.add(meter.name, namespace, value)
 
     checks = [q.container_samples_check(w), q.freshness_check(w)]
     sources = [q.source_check(meter, w) for meter in meters if meter.required]
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
-    flat = [query for qs in meter_queries.values() for query in qs]
-    everything = [*checks, *sources, *flat, *([owners_query] if owners_query is not None else [])]
+    templates = [query for shard in shards if shard.template is not None for query in q.meter_queries(shard, w)]
+    everything = [*checks, *sources, *templates, *([owners_query] if owners_query is not None else [])]
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
             live_task = group.create_task(discover(settings.kubernetes))
             for query in everything:
                 group.create_task(fold(query))
+            for shard in shards:
+                if shard.template is None:
+                    group.create_task(measure(shard))
     except BaseExceptionGroup as failures:
         raise _first_exporter_error(failures) from None
     live = live_task.result()
@@ -156,10 +155,6 @@ async def measure_window(
                 f"meter {meter.name}: Prometheus has no {meter.selector} series in the window or the "
                 f"{m.series_lookback} before it: its source is missing or not scraped{hint}"
             )
-    for meter in meters:
-        for ns, value in (await _irregular_amounts(prometheus, meter, irregular[meter.name], w)).items():
-            amounts.add(meter.name, ns, value)
-
     owners = NamespaceOwners(live=live, historical=historical)
     return build_report(settings.cluster_id, start, end, customer_usage(meters, amounts.columns(), owners))
 
@@ -174,34 +169,3 @@ def _first_exporter_error(group: BaseExceptionGroup[BaseException]) -> BaseExcep
         elif isinstance(exc, ExporterError):
             return exc
     return group
-
-
-async def _irregular_amounts(
-    prometheus: PrometheusClient, meter: q.Meter, units: set[tuple[tuple[str, str], ...]], w: q.Window
-) -> dict[str, float]:
-    """Meter irregular units from their raw samples, a bounded number of units per query."""
-    if not units:
-        return {}
-    ordered = sorted(units)
-    chunks = [ordered[i : i + RAW_UNITS_PER_QUERY] for i in range(0, len(ordered), RAW_UNITS_PER_QUERY)]
-
-    async def fetch(chunk: list[tuple[tuple[str, str], ...]]) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        matchers: dict[str, set[str]] = {}
-        for key in chunk:
-            for label, value in key:
-                matchers.setdefault(label, set()).add(value)
-        for label, values in matchers.items():
-            if any(label not in dict(key) for key in chunk):
-                values.add("")  # a unit without this label must still match (absent == "")
-        query = q.raw_samples_query(meter, w, {k: sorted(v) for k, v in matchers.items()})
-        answer = await prometheus.matrix(query.name, query.expr, q.raw_samples_time(w))
-        return [(s.labels, s.samples) for s in answer]
-
-    # One chunk at a time, each reduced to per-namespace amounts before the next is fetched: raw
-    # samples are the largest thing the exporter ever holds, so at most one chunk is in memory.
-    totals: dict[str, float] = {}
-    wanted = set(units)
-    for chunk in chunks:
-        for ns, value in raw_amounts(meter, await fetch(chunk), wanted, w).items():
-            totals[ns] = totals.get(ns, 0.0) + value
-    return totals

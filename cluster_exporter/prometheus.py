@@ -113,20 +113,39 @@ class PrometheusClient:
 
     async def matrix(self, name: str, expr: str, at: float) -> list[Series]:
         """Evaluate a range-vector selector: raw samples per series."""
-        data = await self._query(name, expr, at)
-        if data.get("resultType") != "matrix":
-            raise PrometheusError(f"query {name}: expected a matrix, got {data.get('resultType')!r}")
-        out = []
-        for item in _result_list(name, data):
-            values = item.get("values")
+        out: list[Series] = []
+        await self.fold_matrix(name, expr, at, lambda labels, samples: out.append(Series(labels, samples)))
+        return out
+
+    async def fold_matrix(
+        self,
+        name: str,
+        expr: str,
+        at: float,
+        on_series: Callable[[dict[str, str], list[tuple[float, float]]], None],
+    ) -> int:
+        """Evaluate a range-vector selector, handing each series' samples to ``on_series`` while
+        the body arrives (as fold_vector). Returns the number of series."""
+        count = 0
+
+        def on_item(item: Any) -> None:
+            nonlocal count
+            values = item.get("values") if isinstance(item, dict) else None
             if not isinstance(values, list):
                 raise PrometheusError(f"query {name}: malformed matrix element")
             samples = []
             for pair in values:
                 t, v = _pair(name, pair)
                 samples.append((t, _finite(name, v)))
-            out.append(Series(_labels(name, item), samples))
-        return out
+            on_series(_labels(name, item), samples)
+            count += 1
+
+        data = await self._query(name, expr, at, on_item)
+        if data.get("resultType") != "matrix":
+            raise PrometheusError(f"query {name}: expected a matrix, got {data.get('resultType')!r}")
+        if data.get("result") != []:
+            raise PrometheusError(f"query {name}: malformed result")
+        return count
 
     async def fold_vector(
         self, name: str, expr: str, at: float, on_sample: Callable[[dict[str, str], float], None]
@@ -260,13 +279,6 @@ def _retry_after(header: str | None) -> float | None:
         return max(0.0, float(header))
     except ValueError:
         return None
-
-
-def _result_list(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
-    result = data.get("result")
-    if not isinstance(result, list) or not all(isinstance(i, dict) for i in result):
-        raise PrometheusError(f"query {name}: malformed result")
-    return result
 
 
 def _labels(name: str, item: dict[str, Any]) -> dict[str, str]:
