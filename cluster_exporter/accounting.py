@@ -171,7 +171,10 @@ def _id(items: tuple[tuple[str, str], ...]) -> int:
 def series_id(labels: Mapping[str, str]) -> int:
     """The identity of one series (``__name__`` aside), to match it across answers without
     keeping its labels."""
-    return _id(tuple(sorted((k, v) for k, v in labels.items() if k != "__name__")))
+    items = sorted(labels.items())
+    if "__name__" in labels:
+        items = [item for item in items if item[0] != "__name__"]
+    return _id(tuple(items))
 
 
 class _Copy:

@@ -20,7 +20,8 @@ from .report import UsageReport, build_report
 from .series_metering import meter_amounts
 from .settings import KubernetesSettings, Settings
 
-METERS_AT_ONCE = 2  # meters whose per-series numbers are held at the same time
+METERS_AT_ONCE = 3  # meters whose per-series numbers are held at the same time
+CPU = "cpu_hours"
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 
@@ -87,18 +88,12 @@ async def measure_window(
     # Each answer is folded into these while it is parsed: a window holds one row of amounts per
     # namespace, and per-series numbers only for the meters being measured at the moment.
     amounts = AmountTable([meter.name for meter in meters])
-    counts: dict[str, float] = {}
     historical: dict[str, str] = {}
     ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
     meters_at_once = asyncio.Semaphore(METERS_AT_ONCE)
 
     async def fold(query: q.Query) -> None:
-        if query.role == "check":
-
-            def on_sample(labels: dict[str, str], value: float) -> None:
-                counts[query.name] = value
-
-        elif query.role == "namespaces":
+        if query.role == "namespaces":
 
             def on_sample(labels: dict[str, str], value: float) -> None:
                 historical[labels.get("namespace", "")] = labels.get(ksm_label, "")
@@ -111,16 +106,20 @@ async def measure_window(
 
         await prometheus.fold_vector(query.name, query.expr, query.at, on_sample)
 
+    series: dict[str, int] = {meter.name: 0 for meter in meters}  # per meter: series in or around the window
+    after_end: dict[str, int] = {meter.name: 0 for meter in meters}  # ... with a sample after its end
+
     async def measure(meter: q.Meter) -> None:
         async with meters_at_once:
-            for namespace, value in (await meter_amounts(prometheus, meter, w)).items():
-                amounts.add(meter.name, namespace, value)
+            result = await meter_amounts(prometheus, meter, w)
+        for namespace, value in result.amounts.items():
+            amounts.add(meter.name, namespace, value)
+        series[meter.name] += result.series
+        after_end[meter.name] += result.after_end
 
-    checks = [q.container_samples_check(w), q.freshness_check(w)]
-    sources = [q.source_check(meter, w) for meter in meters if meter.required]
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
     templates = [query for shard in shards if shard.template is not None for query in q.meter_queries(shard, w)]
-    everything = [*checks, *sources, *templates, *([owners_query] if owners_query is not None else [])]
+    everything = [*templates, *([owners_query] if owners_query is not None else [])]
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
             live_task = group.create_task(discover(settings.kubernetes))
@@ -133,27 +132,27 @@ async def measure_window(
         raise _first_exporter_error(failures) from None
     live = live_task.result()
 
-    if not counts.get(checks[0].name):
+    # What the meters' own answers say about the data: CPU series are the pulse of a cluster.
+    if not series[CPU]:
         raise NoDataError(
             f"Prometheus has no container samples in {start:%Y-%m-%dT%H:%M:%SZ}..{end:%H:%M:%SZ}: "
             "scraping is broken or the data is not in yet; refusing to report idle customers"
         )
-    if not counts.get(checks[1].name):
+    if not after_end[CPU]:
         raise WindowNotReadyError(
             f"Prometheus has no container samples in the {m.max_gap} after the window end yet; "
             "the window cannot be closed"
         )
-    for source in sources:
-        if not counts.get(source.name):
-            meter = by_meter[source.meter]
+    for meter in meters:
+        if meter.required and not series[meter.name]:
             hint = (
                 ' (set metering.http_source = "none" if this cluster has no ingress)'
                 if meter.name == "http_requests"
                 else ""
             )
             raise NoDataError(
-                f"meter {meter.name}: Prometheus has no {meter.selector} series in the window or the "
-                f"{m.series_lookback} before it: its source is missing or not scraped{hint}"
+                f"meter {meter.name}: Prometheus has no {meter.selector} series in or around the window: "
+                f"its source is missing or not scraped{hint}"
             )
     owners = NamespaceOwners(live=live, historical=historical)
     return build_report(settings.cluster_id, start, end, customer_usage(meters, amounts.columns(), owners))

@@ -57,7 +57,8 @@ class Series:
 
 
 def _headers(settings: PrometheusSettings) -> dict[str, str]:
-    headers = {"Accept": "application/json", **settings.headers}
+    encoding = "gzip" if settings.compression else "identity"
+    headers = {"Accept": "application/json", "Accept-Encoding": encoding, **settings.headers}
     token = settings.bearer_token
     if settings.bearer_token_file is not None:
         try:
@@ -133,11 +134,7 @@ class PrometheusClient:
             values = item.get("values") if isinstance(item, dict) else None
             if not isinstance(values, list):
                 raise PrometheusError(f"query {name}: malformed matrix element")
-            samples = []
-            for pair in values:
-                t, v = _pair(name, pair)
-                samples.append((t, _finite(name, v)))
-            on_series(_labels(name, item), samples)
+            on_series(_labels(name, item), _samples(name, values))
             count += 1
 
         data = await self._query(name, expr, at, on_item)
@@ -283,9 +280,13 @@ def _retry_after(header: str | None) -> float | None:
 
 def _labels(name: str, item: dict[str, Any]) -> dict[str, str]:
     metric = item.get("metric")
-    if not isinstance(metric, dict) or not all(isinstance(v, str) for v in metric.values()):
-        raise PrometheusError(f"query {name}: malformed labels")
-    return metric
+    try:
+        if type(metric) is dict:
+            "".join(metric.values())  # a label set holds only strings (checked in C: it is hot)
+            return metric
+    except TypeError:
+        pass
+    raise PrometheusError(f"query {name}: malformed labels")
 
 
 def _pair(name: str, pair: Any) -> tuple[float, str]:
@@ -295,6 +296,17 @@ def _pair(name: str, pair: Any) -> tuple[float, str]:
         return float(pair[0]), pair[1]
     except (TypeError, ValueError) as exc:
         raise PrometheusError(f"query {name}: malformed timestamp {clip(str(pair))}") from exc
+
+
+def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
+    """[[t, "v"], ...] as (time, value) pairs of finite numbers (the usual case in one pass)."""
+    try:
+        samples = [(float(t), float(v)) for t, v in values]
+        if all(math.isfinite(v) for _, v in samples):
+            return samples
+    except (TypeError, ValueError):
+        pass
+    return [(_pair(name, pair)[0], _finite(name, _pair(name, pair)[1])) for pair in values]  # names the fault
 
 
 def _finite(name: str, text: str) -> float:

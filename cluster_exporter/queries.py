@@ -53,7 +53,7 @@ class Meter:
     unit: tuple[str, ...] | None = None  # labels identifying one countable thing when prefer is set
     scale: float = 1.0
     integer: bool = False
-    required: bool = False  # the source must have series (see source_check)
+    required: bool = False  # the source must have series in or around the window (else the window fails)
     template: str | None = None  # custom meters given as a raw PromQL template
     shard: str = ""  # set on the shards of a split meter (prometheus.query_split); names its queries
 
@@ -297,42 +297,6 @@ def _regex_union(values: Sequence[str]) -> str:
     specials = set("\\.+*?()|[]{}^$")
     escaped = ["".join("\\\\" + c if c in specials else c for c in v) for v in sorted(set(values))]
     return "|".join(escaped).replace('"', '\\"')
-
-
-def container_samples_check(w: Window) -> Query:
-    """How many container CPU series have samples in the window (0: scraping is broken)."""
-    sel = 'container_cpu_usage_seconds_total{container!="",container!="POD"}'
-    return Query("container_samples", f"count(count_over_time({sel}[{_d(w.length - 0.001)}]))", "check", "check", w.end)
-
-
-def source_check(meter: Meter, w: Window) -> Query:
-    """How many series a configured source has over the window and the lookback before it.
-
-    For sources that a cluster either exports or does not (the ingress controller or mesh behind
-    http_requests, an operator's custom meter): none at all means the source is missing or not
-    scraped, which must fail the window rather than bill every customer zero. Real containers
-    and volumes need no such check (no PVC at all is a legitimate cluster).
-    """
-    span = w.lookback + w.length + w.horizon
-    return Query(
-        f"{meter.name}_source",
-        f"count(count_over_time({meter.selector}[{_d(span)}]))",
-        meter.name,
-        "check",
-        w.end + w.horizon,
-    )
-
-
-def freshness_check(w: Window) -> Query:
-    """How many container series have a sample after the window end (0: data is not in yet)."""
-    sel = 'container_cpu_usage_seconds_total{container!="",container!="POD"}'
-    return Query(
-        "samples_after_window",
-        f"count(count_over_time({sel}[{_d(w.horizon)}]))",
-        "check",
-        "check",
-        w.end + w.horizon,
-    )
 
 
 def namespace_owners(label_key: str, w: Window) -> Query:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import queries as q
@@ -34,17 +35,27 @@ RAW_UNITS_PER_QUERY = 1000
 Labels = Mapping[str, str]
 
 
-async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Window) -> dict[str, float]:
-    """{namespace: raw amount} of one selector meter over window ``w``."""
+@dataclass
+class MeterResult:
+    """One meter's raw amounts per namespace, and what its answers said about the data itself."""
+
+    amounts: dict[str, float] = field(default_factory=dict)
+    series: int = 0  # series with samples in the window or around its boundaries
+    after_end: int = 0  # series with a sample after the window end (the window can be closed)
+
+
+async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Window) -> MeterResult:
+    """{namespace: raw amount} of one selector meter over window ``w``, with its series counts."""
     totals = UnitTotals(meter)
+    result = MeterResult()
     if meter.kind == "counter":
-        await _counters(prometheus, meter, w, totals)
+        await _counters(prometheus, meter, w, totals, result)
     else:
-        await _gauges(prometheus, meter, w, totals)
-    amounts = totals.amounts()
+        await _gauges(prometheus, meter, w, totals, result)
+    result.amounts = totals.amounts()
     for namespace, value in (await _irregular_amounts(prometheus, meter, totals.irregular_units, w)).items():
-        amounts[namespace] = amounts.get(namespace, 0.0) + value
-    return amounts
+        result.amounts[namespace] = result.amounts.get(namespace, 0.0) + value
+    return result
 
 
 def _fold_boundary(
@@ -56,14 +67,29 @@ def _fold_boundary(
     return on_series
 
 
-async def _counters(prometheus: PrometheusClient, meter: q.Meter, w: q.Window, totals: UnitTotals) -> None:
+def _fold_end(
+    into: dict[int, Any], rule: Callable[[list[tuple[float, float]]], Any], w: q.Window, result: MeterResult
+) -> Callable[[dict[str, str], list[tuple[float, float]]], None]:
+    """As _fold_boundary at T1, also counting the series with a sample after T1."""
+
+    def on_series(labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
+        into[series_id(labels)] = rule(samples)
+        if samples and samples[-1][0] > w.end:
+            result.after_end += 1
+
+    return on_series
+
+
+async def _counters(
+    prometheus: PrometheusClient, meter: q.Meter, w: q.Window, totals: UnitTotals, result: MeterResult
+) -> None:
     """A counter without resets used B(T1) - B(T0), each from the samples around its boundary."""
     b0_query, b1_query, resets_query = q.meter_queries(meter, w)
     at_start: dict[int, float | None] = {}
     at_end: dict[int, float | None] = {}
     async with asyncio.TaskGroup() as group:
         fold0 = _fold_boundary(at_start, lambda s: counter_at_boundary(s, w.start, w))
-        fold1 = _fold_boundary(at_end, lambda s: counter_at_boundary(s, w.end, w))
+        fold1 = _fold_end(at_end, lambda s: counter_at_boundary(s, w.end, w), w, result)
         group.create_task(prometheus.fold_matrix(b0_query.name, b0_query.expr, b0_query.at, fold0))
         group.create_task(prometheus.fold_matrix(b1_query.name, b1_query.expr, b1_query.at, fold1))
 
@@ -75,11 +101,13 @@ async def _counters(prometheus: PrometheusClient, meter: q.Meter, w: q.Window, t
         else:
             totals.irregular(labels)
 
-    await prometheus.fold_vector(resets_query.name, resets_query.expr, resets_query.at, on_sample)
+    result.series += await prometheus.fold_vector(resets_query.name, resets_query.expr, resets_query.at, on_sample)
     _all_scanned(meter, at_start, at_end)
 
 
-async def _gauges(prometheus: PrometheusClient, meter: q.Meter, w: q.Window, totals: UnitTotals) -> None:
+async def _gauges(
+    prometheus: PrometheusClient, meter: q.Meter, w: q.Window, totals: UnitTotals, result: MeterResult
+) -> None:
     """A gauge alive across both boundaries with evenly spaced samples: its edge pieces from the
     samples around each boundary, the trapezoids in between from the sum and count."""
     b0_query, b1_query, sum_query, count_query = q.meter_queries(meter, w)
@@ -92,7 +120,7 @@ async def _gauges(prometheus: PrometheusClient, meter: q.Meter, w: q.Window, tot
 
     async with asyncio.TaskGroup() as group:
         fold0 = _fold_boundary(starts, lambda s: gauge_start(s, w))
-        fold1 = _fold_boundary(ends, lambda s: gauge_end(s, w))
+        fold1 = _fold_end(ends, lambda s: gauge_end(s, w), w, result)
         group.create_task(prometheus.fold_matrix(b0_query.name, b0_query.expr, b0_query.at, fold0))
         group.create_task(prometheus.fold_matrix(b1_query.name, b1_query.expr, b1_query.at, fold1))
         group.create_task(prometheus.fold_vector(sum_query.name, sum_query.expr, sum_query.at, on_sum))
@@ -108,12 +136,11 @@ async def _gauges(prometheus: PrometheusClient, meter: q.Meter, w: q.Window, tot
         else:
             totals.add(labels, usage)
 
-    await prometheus.fold_vector(count_query.name, count_query.expr, count_query.at, on_count)
+    result.series += await prometheus.fold_vector(count_query.name, count_query.expr, count_query.at, on_count)
     if sums:
         raise PrometheusError(f"meter {meter.name}: the sum and count of one window disagree; answers changed")
-    # a gauge seen around a boundary but with no sample inside the window used nothing in it
-    starts.clear()
-    ends.clear()
+    # a gauge seen only around a boundary, with no sample inside the window, used nothing in it
+    result.series += len(starts.keys() | ends.keys())
 
 
 def _all_scanned(meter: q.Meter, *boundaries: dict[int, Any]) -> None:

@@ -96,6 +96,11 @@ class PrometheusSettings(_Group):
     url: HttpUrl = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
     timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one PromQL HTTP request.")
     max_concurrency: int = Field(4, ge=1, le=64, description="PromQL requests in flight at once.")
+    compression: bool = Field(
+        False,
+        description="Ask for gzip-compressed answers: less traffic to a remote engine, more CPU on both ends "
+        "(a window's answers are tens of MB at 10,000 namespaces).",
+    )
     attempts: int = Field(
         4, ge=1, le=20, description="Tries per PromQL request (5xx, 429, timeouts, connection errors)."
     )

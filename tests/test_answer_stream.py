@@ -12,10 +12,15 @@ import pytest
 from cluster_exporter.answer_stream import MalformedAnswer, stream_result_items
 
 ITEMS = [
-    {"metric": {"namespace": f"ns-{i}", "note": 'quote " brace } bracket ] comma , "result":['}, "value": [1, str(i)]}
+    {
+        "metric": {"namespace": f"ns-{i}", "note": 'quote " brace } bracket ] comma , "result":[ },{"metric":'},
+        "value": [1, str(i)],
+    }
     for i in range(40)
 ]
-BODY = json.dumps({"status": "success", "data": {"resultType": "vector", "result": ITEMS}}, indent=1).encode()
+ANSWER = {"status": "success", "data": {"resultType": "vector", "result": ITEMS}}
+BODY = json.dumps(ANSWER, indent=1).encode()
+COMPACT = json.dumps(ANSWER, separators=(",", ":")).encode()  # as Prometheus writes
 
 
 async def _chunks(body: bytes, size: int) -> AsyncIterator[bytes]:
@@ -29,9 +34,10 @@ def _run(body: bytes, size: int) -> tuple[list[Any], Any]:
     return got, envelope
 
 
+@pytest.mark.parametrize("body", [BODY, COMPACT], ids=["spaced", "compact"])
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000, 10**6])
-def test_items_arrive_whole_and_in_order_whatever_the_chunk_size(size: int) -> None:
-    got, envelope = _run(BODY, size)
+def test_items_arrive_whole_and_in_order_whatever_the_chunk_size(size: int, body: bytes) -> None:
+    got, envelope = _run(body, size)
     assert got == ITEMS
     assert envelope == {"status": "success", "data": {"resultType": "vector", "result": []}}
 
@@ -51,6 +57,8 @@ def test_an_answer_without_a_result_list_is_returned_whole() -> None:
     "body",
     [
         BODY[: len(BODY) // 2],  # cut off inside the list
+        COMPACT[: len(COMPACT) // 2],
+        b'{"status":"success","data":{"result":[{"metric":{}},{"metric":{},]}},{"metric":{}}]}}',  # bad run
         BODY[:-3],  # cut off in the envelope after it
         b'{"status":"success","data":{"result":[{"a":1} {"b":2}]}}',  # no comma
         b'{"status":"success","data":{"result":[1,2]}}',  # items are not objects
