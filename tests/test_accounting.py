@@ -164,3 +164,55 @@ def test_usage_records_validate_and_serialise_like_the_report_schema() -> None:
     # the streamed JSON is byte for byte pydantic's own serialisation of the whole model
     assert report.to_json() == report.model_dump_json()
     assert '"usage":[{"customer_id":"cust_a","namespaces":["a-dev"],"cpu_hours":1.5,' in report.to_json()
+
+
+def _neighbourhood(samples: list[tuple[float, float]], at: float, w: Window) -> list[tuple[float, float]]:
+    """What a boundary query answers: the samples in [at - max_gap, at + horizon]."""
+    return [(t, v) for t, v in samples if at - w.max_gap <= t <= at + w.horizon]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
+    """Random series, regular or not: where the boundary answers decide a series, they give the
+    sample-by-sample rule's amount; where they do not, they say so (the series goes raw)."""
+    import random
+
+    from cluster_exporter.accounting import counter_at_boundary, gauge_closed_form, gauge_end, gauge_start
+
+    rng = random.Random(seed)
+    spacing = rng.choice([3.0, 5.0, 7.5, 10.0])
+    phase = rng.uniform(0, spacing)
+    first = rng.choice([900.0, 990.0, 1000.0 + rng.uniform(0, 50)])
+    last = rng.choice([1100.0, 1061.0, 1000.0 + rng.uniform(0, 70)])
+    times = [t for k in range(60) if first <= (t := 900.0 + phase + k * spacing) <= last]
+    if rng.random() < 0.2 and len(times) > 4:
+        del times[rng.randrange(1, len(times) - 1)]  # a missed scrape
+    if not times:
+        return
+    value, samples = 1e6 * rng.random(), []
+    for t in times:
+        value += rng.uniform(0, 50)
+        if rng.random() < 0.03:
+            value = rng.uniform(0, 10)  # a reset
+        samples.append((t, value))
+    inside = [(t, v) for t, v in samples if W.start < t <= W.end]
+
+    # counters: regular when both boundaries decide B and nothing dropped in what they read
+    b0 = counter_at_boundary(_neighbourhood(samples, W.start, W), W.start, W)
+    b1 = counter_at_boundary(_neighbourhood(samples, W.end, W), W.end, W)
+    read = [(t, v) for t, v in samples if W.start - W.max_gap <= t <= W.end + W.horizon]
+    resets = sum(1 for (_, a), (_, b) in zip(read, read[1:]) if b < a)
+    if b0 is not None and b1 is not None and resets == 0:
+        assert b1 - b0 == pytest.approx(counter_usage(samples, W), rel=1e-12, abs=1e-6)
+
+    # gauges: regular when alive across both boundaries and evenly spaced inside
+    start = gauge_start(_neighbourhood(samples, W.start, W), W)
+    end = gauge_end(_neighbourhood(samples, W.end, W), W)
+    if start is not None and end is not None:
+        usage = gauge_closed_form(start, end, sum(v for _, v in inside), len(inside))
+        if usage is not None:
+            assert usage == pytest.approx(gauge_usage(samples, W), rel=1e-9, abs=1e-6)
+        else:
+            # refused only when a scrape is missing somewhere between the samples around T0 and T1
+            gaps = [b - a for (a, _), (b, _) in zip(read, read[1:])]
+            assert any(gap > spacing * 1.5 for gap in gaps), "refused a regular series"
