@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/exporter_side_scale.py 100000
 
-A loopback PromQL stand-in answers every aggregate query with N rows (one per namespace) and the
-Kubernetes API stand-in lists N labeled namespaces (2 per customer), so this measures only what
-the exporter does: listing, parsing, folding, accounting, building and printing the report. It
-prints wall time and peak RSS of `cluster-exporter report --dry-run` as a child process.
+A loopback PromQL stand-in answers every meter query with one series per namespace (boundary
+samples, window scans; every series regular) and the Kubernetes API stand-in lists N labeled
+namespaces (2 per customer), so this measures only what the exporter does: listing, parsing,
+folding, per-series arithmetic, accounting, building and printing the report. It prints wall time
+and peak RSS of `cluster-exporter report --dry-run` as a child process.
 """
 
 import asyncio
@@ -32,21 +33,37 @@ def vector(rows):
     return {"status": "success", "data": {"resultType": "vector", "result": rows}}
 
 
-amount = json.dumps(vector([{"metric": {"namespace": n}, "value": [1, "1.5"]} for n in names])).encode()
-nginx = json.dumps(vector([{"metric": {"exported_namespace": n}, "value": [1, "10"]} for n in names])).encode()
-one = json.dumps(vector([{"metric": {}, "value": [1, "5"]}])).encode()
-empty = json.dumps(vector([])).encode()
+SPACING = 15.0  # the exporter's default scrape interval; horizon 22.5 s
+LABELS = [{"namespace": n, "exported_namespace": n, "pod": "p", "container": "", "interface": "eth0"} for n in names]
+bodies: dict[tuple[str, str], bytes] = {}
+
+
+def answer(kind: str, at: float) -> bytes:
+    """One series per namespace, regular everywhere: samples SPACING apart, halfway around each boundary."""
+    if kind == "boundary":
+        t = at - SPACING * 1.5  # the boundary (evaluated at T + horizon)
+        values = [[t - SPACING / 2, "100"], [t + SPACING / 2, "101"]]
+        rows = [{"metric": {"__name__": "m", **labels}, "values": values} for labels in LABELS]
+        return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": rows}}).encode()
+    value = {"resets": "0", "sum": "24000", "count": str(int(3600 / SPACING))}[kind]
+    rows = [{"metric": labels, "value": [at, value]} for labels in LABELS]
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": rows}}).encode()
 
 
 async def handle(request):
-    q = (await request.post())["query"]
-    if q.startswith("count(count_over_time"):
-        return web.Response(body=one, content_type="application/json")
-    if q.startswith("sum by (namespace)"):
-        return web.Response(body=amount, content_type="application/json")
-    if q.startswith("sum by (exported_namespace)"):
-        return web.Response(body=nginx, content_type="application/json")
-    return web.Response(body=empty, content_type="application/json")
+    form = await request.post()
+    q, at = form["query"], form["time"]
+    kind = next(
+        (
+            k
+            for k, f in (("resets", "resets("), ("sum", "sum_over_time("), ("count", "count_over_time("))
+            if q.startswith(f)
+        ),
+        "boundary",
+    )
+    if (kind, at) not in bodies:
+        bodies[kind, at] = answer(kind, float(at))
+    return web.Response(body=bodies[kind, at], content_type="application/json")
 
 
 url = {}
