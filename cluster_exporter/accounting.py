@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .queries import Meter, Window
@@ -163,12 +164,13 @@ def _copy_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str],
     return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__" and k not in meter.dedup))
 
 
-def _id(items: tuple[tuple[str, str], ...]) -> int:
-    """128 bits identifying a label set: two independent 64-bit hashes (forwards, backwards)."""
-    return (hash(items) << 64) ^ (hash(items[::-1]) & 0xFFFFFFFFFFFFFFFF)
+def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
+    """128 bits identifying a label set, as two 64-bit halves: the hashes of the sorted labels
+    forwards and backwards (stored in arrays, matched on both)."""
+    return hash(items), hash(items[::-1])
 
 
-def series_id(labels: Mapping[str, str]) -> int:
+def series_id(labels: Mapping[str, str]) -> tuple[int, int]:
     """The identity of one series (``__name__`` aside), to match it across answers without
     keeping its labels."""
     items = sorted(labels.items())
@@ -177,11 +179,58 @@ def series_id(labels: Mapping[str, str]) -> int:
     return _id(tuple(items))
 
 
-class _Copy:
-    __slots__ = ("namespace", "rank", "unit", "usage")
+class SeriesIndex:
+    """Per-series numbers by series identity, in flat arrays: a few dozen bytes a series.
 
-    def __init__(self, namespace: str, unit: int, rank: int, usage: float) -> None:
-        self.namespace, self.unit, self.rank, self.usage = namespace, unit, rank, usage
+    Filled while an answer streams in (``put``), then sorted (``freeze``); ``take`` hands a
+    series' numbers out once, and ``left`` counts the series never taken. An identity stored
+    twice (two series of one answer colliding in 128 bits: never seen) is dropped, so those
+    series are metered from raw samples.
+    """
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+        self._hi, self._lo = array("q"), array("q")
+        self._values = [array("d") for _ in range(width)]
+        self._taken = bytearray()
+
+    def put(self, key: tuple[int, int], values: Sequence[float] | None) -> None:
+        """Store a series' numbers (None: the series is there but nothing could be decided)."""
+        self._hi.append(key[0])
+        self._lo.append(key[1])
+        for column, value in zip(self._values, values or (math.nan,) * self._width, strict=True):
+            column.append(value)
+
+    def freeze(self) -> None:
+        """Sort by identity and drop identities stored twice."""
+        hi, lo = self._hi, self._lo
+        order = sorted(range(len(hi)), key=lambda i: (hi[i], lo[i]))
+        keys = [(hi[i], lo[i]) for i in order]
+        keep = [
+            i
+            for n, i in enumerate(order)
+            if (n == 0 or keys[n - 1] != keys[n]) and (n + 1 == len(order) or keys[n + 1] != keys[n])
+        ]
+        self._hi = array("q", (hi[i] for i in keep))
+        self._lo = array("q", (lo[i] for i in keep))
+        self._values = [array("d", (column[i] for i in keep)) for column in self._values]
+        self._taken = bytearray(len(keep))
+
+    def take(self, key: tuple[int, int]) -> list[float] | None:
+        """The numbers stored for ``key``; None if absent, undecided, or already taken."""
+        hi, lo = self._hi, self._lo
+        i = bisect.bisect_left(hi, key[0])
+        while i < len(hi) and hi[i] == key[0]:
+            if lo[i] == key[1] and not self._taken[i]:
+                self._taken[i] = 1
+                values = [column[i] for column in self._values]
+                return None if math.isnan(values[0]) else values
+            i += 1
+        return None
+
+    def left(self) -> int:
+        """How many stored series were never taken."""
+        return len(self._taken) - sum(self._taken)
 
 
 class UnitTotals:
@@ -191,31 +240,39 @@ class UnitTotals:
     ``meter.prefer`` is set, a unit counts its first preferred view only (network: pod-level
     series, else the pause container's). A unit with any series that could not be metered here
     (``irregular``) is left out entirely and listed in ``irregular_units``, for its raw samples.
+    A series costs a few dozen bytes: ids, rank and usage in flat arrays, and its namespace as a
+    reference to one shared string (``intern``, e.g. AmountTable.intern).
     """
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, intern: Callable[[str], str] | None = None) -> None:
         self.meter = meter
-        self._copies: dict[int, _Copy] = {}
+        names: dict[str, str] = {}
+        self._intern = intern or (lambda name: names.setdefault(name, name))
+        self._copy_hi, self._copy_lo, self._unit = array("q"), array("q"), array("q")
+        self._rank = array("b")
+        self._usage = array("d")
+        self._namespace: list[str] = []
         self.irregular_units: dict[int, tuple[tuple[str, str], ...]] = {}
 
-    def _ids(self, labels: Mapping[str, str]) -> tuple[int, int, int]:
+    def _ids(self, labels: Mapping[str, str]) -> tuple[tuple[int, int], int, int]:
         """(copy id, unit id, rank of the view) of a series."""
         meter = self.meter
         copy_id = _id(_copy_key(meter, labels))
         if meter.prefer is None or meter.unit is None:
-            return copy_id, copy_id, 0
+            return copy_id, copy_id[0], 0
         label, order = meter.prefer
         value = labels.get(label, "")
-        return copy_id, _id(unit_key(meter, labels)), order.index(value) if value in order else len(order)
+        return copy_id, hash(unit_key(meter, labels)), order.index(value) if value in order else len(order)
 
     def add(self, labels: Mapping[str, str], usage: float) -> None:
         """One series' usage."""
-        copy_id, unit_id, rank = self._ids(labels)
-        known = self._copies.get(copy_id)
-        if known is not None:
-            known.usage = max(known.usage, usage)
-        else:
-            self._copies[copy_id] = _Copy(labels.get(self.meter.namespace_label, ""), unit_id, rank, usage)
+        (hi, lo), unit_id, rank = self._ids(labels)
+        self._copy_hi.append(hi)
+        self._copy_lo.append(lo)
+        self._unit.append(unit_id)
+        self._rank.append(rank)
+        self._usage.append(usage)
+        self._namespace.append(self._intern(labels.get(self.meter.namespace_label, "")))
 
     def irregular(self, labels: Mapping[str, str]) -> None:
         """A series that must be metered from its raw samples, with everything of its unit."""
@@ -223,13 +280,22 @@ class UnitTotals:
 
     def amounts(self) -> dict[str, float]:
         """{namespace: amount} over the units with no irregular series."""
-        best: dict[int, int] = {}
-        for copy in self._copies.values():
-            best[copy.unit] = min(best.get(copy.unit, copy.rank), copy.rank)
+        hi, lo, usage = self._copy_hi, self._copy_lo, self._usage
+        order = sorted(range(len(usage)), key=lambda i: (hi[i], lo[i]))
+        copies: list[int] = []  # one row per copy, holding the max usage of its duplicates
+        best_rank: dict[int, int] = {}
+        for i in order:
+            if copies and hi[copies[-1]] == hi[i] and lo[copies[-1]] == lo[i]:
+                usage[copies[-1]] = max(usage[copies[-1]], usage[i])
+                continue
+            copies.append(i)
+            unit, rank = self._unit[i], self._rank[i]
+            best_rank[unit] = min(best_rank.get(unit, rank), rank)
         out: dict[str, float] = defaultdict(float)
-        for copy in self._copies.values():
-            if copy.unit not in self.irregular_units and best[copy.unit] == copy.rank:
-                out[copy.namespace] += copy.usage
+        for i in copies:
+            unit = self._unit[i]
+            if unit not in self.irregular_units and best_rank[unit] == self._rank[i]:
+                out[self._namespace[i]] += usage[i]
         return dict(out)
 
 
@@ -256,16 +322,26 @@ class AmountTable:
     def __init__(self, meters: Sequence[str]) -> None:
         self._index = {name: i for i, name in enumerate(meters)}
         self._row: dict[str, int] = {}
+        self._names: list[str] = []
         self._columns: list[array[float]] = [array("d") for _ in meters]
 
     def add(self, meter: str, namespace: str, value: float) -> None:
         """Add ``value`` to the namespace's amount of ``meter``."""
+        self._columns[self._index[meter]][self._row_of(namespace)] += value
+
+    def _row_of(self, namespace: str) -> int:
         row = self._row.get(namespace)
         if row is None:
-            row = self._row[namespace] = len(self._row)
+            row = self._row[namespace] = len(self._names)
+            self._names.append(namespace)
             for column in self._columns:
                 column.append(0.0)
-        self._columns[self._index[meter]][row] += value
+        return row
+
+    def intern(self, namespace: str) -> str:
+        """The table's own string for ``namespace`` (its row made if needed): one string per
+        namespace however many series and meters refer to it."""
+        return self._names[self._row_of(namespace)]
 
     def columns(self) -> dict[str, Mapping[str, float]]:
         """{meter: {namespace: amount}} as views over the columns (nothing is copied)."""

@@ -111,7 +111,7 @@ async def measure_window(
 
     async def measure(meter: q.Meter) -> None:
         async with meters_at_once:
-            result = await meter_amounts(prometheus, meter, w)
+            result = await meter_amounts(prometheus, meter, w, amounts.intern)
         for namespace, value in result.amounts.items():
             amounts.add(meter.name, namespace, value)
         series[meter.name] += result.series

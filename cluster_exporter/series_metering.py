@@ -10,14 +10,13 @@ are held, never an answer, and only while this meter is measured.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import queries as q
 from .accounting import (
-    GaugeEnd,
-    GaugeStart,
+    SeriesIndex,
     UnitTotals,
     counter_at_boundary,
     counter_usage,
@@ -44,40 +43,66 @@ class MeterResult:
     after_end: int = 0  # series with a sample after the window end (the window can be closed)
 
 
-async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Window) -> MeterResult:
-    """{namespace: raw amount} of one selector meter over window ``w``, with its series counts."""
-    totals = UnitTotals(meter)
+async def meter_amounts(
+    prometheus: PrometheusClient, meter: q.Meter, w: q.Window, intern: Callable[[str], str] | None = None
+) -> MeterResult:
+    """{namespace: raw amount} of one selector meter over window ``w``, with its series counts.
+    ``intern`` gives the one string kept for a namespace (AmountTable.intern)."""
+    totals = UnitTotals(meter, intern)
     result = MeterResult()
     if meter.kind == "counter":
         await _counters(prometheus, meter, w, totals, result)
     else:
         await _gauges(prometheus, meter, w, totals, result)
     result.amounts = totals.amounts()
-    for namespace, value in (await _irregular_amounts(prometheus, meter, totals.irregular_units, w)).items():
+    irregular = await _irregular_amounts(prometheus, meter, totals.irregular_units, w)
+    for namespace, value in irregular.items():
         result.amounts[namespace] = result.amounts.get(namespace, 0.0) + value
     return result
 
 
+Rule = Callable[[list[tuple[float, float]]], Sequence[float] | None]
+
+
 def _fold_boundary(
-    into: dict[int, Any], rule: Callable[[list[tuple[float, float]]], Any]
+    into: SeriesIndex, rule: Rule, after: float | None = None, result: MeterResult | None = None
 ) -> Callable[[dict[str, str], list[tuple[float, float]]], None]:
-    def on_series(labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
-        into[series_id(labels)] = rule(samples)
-
-    return on_series
-
-
-def _fold_end(
-    into: dict[int, Any], rule: Callable[[list[tuple[float, float]]], Any], w: q.Window, result: MeterResult
-) -> Callable[[dict[str, str], list[tuple[float, float]]], None]:
-    """As _fold_boundary at T1, also counting the series with a sample after T1."""
+    """Store rule(samples) per series; with ``after``, count the series sampled after it."""
 
     def on_series(labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
-        into[series_id(labels)] = rule(samples)
-        if samples and samples[-1][0] > w.end:
+        into.put(series_id(labels), rule(samples))
+        if result is not None and after is not None and samples and samples[-1][0] > after:
             result.after_end += 1
 
     return on_series
+
+
+async def _boundaries(
+    prometheus: PrometheusClient,
+    queries: Sequence[q.Query],
+    starts: SeriesIndex,
+    start_rule: Rule,
+    ends: SeriesIndex,
+    end_rule: Rule,
+    w: q.Window,
+    result: MeterResult,
+    also: Sequence[Coroutine[Any, Any, int]] = (),
+) -> None:
+    """Fold both boundary answers (and any other answers given) at once, then index them."""
+    b0, b1 = queries
+    async with asyncio.TaskGroup() as group:
+        group.create_task(prometheus.fold_matrix(b0.name, b0.expr, b0.at, _fold_boundary(starts, start_rule)))
+        group.create_task(
+            prometheus.fold_matrix(b1.name, b1.expr, b1.at, _fold_boundary(ends, end_rule, w.end, result))
+        )
+        for other in also:
+            group.create_task(other)
+    starts.freeze()
+    ends.freeze()
+
+
+def _one(value: float | None) -> tuple[float] | None:
+    return None if value is None else (value,)
 
 
 async def _counters(
@@ -85,24 +110,32 @@ async def _counters(
 ) -> None:
     """A counter without resets used B(T1) - B(T0), each from the samples around its boundary."""
     b0_query, b1_query, resets_query = q.meter_queries(meter, w)
-    at_start: dict[int, float | None] = {}
-    at_end: dict[int, float | None] = {}
-    async with asyncio.TaskGroup() as group:
-        fold0 = _fold_boundary(at_start, lambda s: counter_at_boundary(s, w.start, w))
-        fold1 = _fold_end(at_end, lambda s: counter_at_boundary(s, w.end, w), w, result)
-        group.create_task(prometheus.fold_matrix(b0_query.name, b0_query.expr, b0_query.at, fold0))
-        group.create_task(prometheus.fold_matrix(b1_query.name, b1_query.expr, b1_query.at, fold1))
+    starts, ends = SeriesIndex(1), SeriesIndex(1)
+    await _boundaries(
+        prometheus,
+        (b0_query, b1_query),
+        starts,
+        lambda s: _one(counter_at_boundary(s, w.start, w)),
+        ends,
+        lambda s: _one(counter_at_boundary(s, w.end, w)),
+        w,
+        result,
+    )
 
     def on_sample(labels: dict[str, str], resets: float) -> None:
         key = series_id(labels)
-        start, end = at_start.pop(key, None), at_end.pop(key, None)
+        start, end = starts.take(key), ends.take(key)
         if resets == 0 and start is not None and end is not None:
-            totals.add(labels, end - start)
+            totals.add(labels, end[0] - start[0])
         else:
             totals.irregular(labels)
 
     result.series += await prometheus.fold_vector(resets_query.name, resets_query.expr, resets_query.at, on_sample)
-    _all_scanned(meter, at_start, at_end)
+    if starts.left() or ends.left():
+        raise PrometheusError(
+            f"meter {meter.name}: series seen around a window boundary are missing from the window's "
+            "scan; Prometheus' answers changed while the window was read"
+        )
 
 
 async def _gauges(
@@ -111,46 +144,42 @@ async def _gauges(
     """A gauge alive across both boundaries with evenly spaced samples: its edge pieces from the
     samples around each boundary, the trapezoids in between from the sum and count."""
     b0_query, b1_query, sum_query, count_query = q.meter_queries(meter, w)
-    starts: dict[int, GaugeStart | None] = {}
-    ends: dict[int, GaugeEnd | None] = {}
-    sums: dict[int, float] = {}
+    starts, ends, sums = SeriesIndex(4), SeriesIndex(3), SeriesIndex(1)
 
     def on_sum(labels: dict[str, str], value: float) -> None:
-        sums[series_id(labels)] = value
+        sums.put(series_id(labels), (value,))
 
-    async with asyncio.TaskGroup() as group:
-        fold0 = _fold_boundary(starts, lambda s: gauge_start(s, w))
-        fold1 = _fold_end(ends, lambda s: gauge_end(s, w), w, result)
-        group.create_task(prometheus.fold_matrix(b0_query.name, b0_query.expr, b0_query.at, fold0))
-        group.create_task(prometheus.fold_matrix(b1_query.name, b1_query.expr, b1_query.at, fold1))
-        group.create_task(prometheus.fold_vector(sum_query.name, sum_query.expr, sum_query.at, on_sum))
+    await _boundaries(
+        prometheus,
+        (b0_query, b1_query),
+        starts,
+        lambda s: gauge_start(s, w),
+        ends,
+        lambda s: gauge_end(s, w),
+        w,
+        result,
+        also=[prometheus.fold_vector(sum_query.name, sum_query.expr, sum_query.at, on_sum)],
+    )
+    sums.freeze()
 
     def on_count(labels: dict[str, str], count: float) -> None:
         key = series_id(labels)
-        start, end, total = starts.pop(key, None), ends.pop(key, None), sums.pop(key, None)
+        start, end, total = starts.take(key), ends.take(key), sums.take(key)
         usage = None
         if start is not None and end is not None and total is not None:
-            usage = gauge_closed_form(start, end, total, count)
+            a, va, spacing, left = start
+            b, vb, right = end
+            usage = gauge_closed_form((a, va, spacing, left), (b, vb, right), total[0], count)
         if usage is None:
             totals.irregular(labels)
         else:
             totals.add(labels, usage)
 
     result.series += await prometheus.fold_vector(count_query.name, count_query.expr, count_query.at, on_count)
-    if sums:
+    if sums.left():
         raise PrometheusError(f"meter {meter.name}: the sum and count of one window disagree; answers changed")
     # a gauge seen only around a boundary, with no sample inside the window, used nothing in it
-    result.series += len(starts.keys() | ends.keys())
-
-
-def _all_scanned(meter: q.Meter, *boundaries: dict[int, Any]) -> None:
-    """Every series seen around a boundary is in the window scan (its range covers both): if
-    not, the answers changed while they were read, and nothing can be reported."""
-    if any(boundaries):
-        raise PrometheusError(
-            f"meter {meter.name}: series seen around a window boundary are missing from the window's "
-            "scan; Prometheus' answers changed while the window was read"
-        )
+    result.series += max(starts.left(), ends.left())
 
 
 async def _irregular_amounts(

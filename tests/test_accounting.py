@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from cluster_exporter.accounting import (
@@ -201,7 +203,7 @@ def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
     b0 = counter_at_boundary(_neighbourhood(samples, W.start, W), W.start, W)
     b1 = counter_at_boundary(_neighbourhood(samples, W.end, W), W.end, W)
     read = [(t, v) for t, v in samples if W.start - W.max_gap <= t <= W.end + W.horizon]
-    resets = sum(1 for (_, a), (_, b) in zip(read, read[1:]) if b < a)
+    resets = sum(1 for (_, a), (_, b) in itertools.pairwise(read) if b < a)
     if b0 is not None and b1 is not None and resets == 0:
         assert b1 - b0 == pytest.approx(counter_usage(samples, W), rel=1e-12, abs=1e-6)
 
@@ -214,5 +216,5 @@ def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
             assert usage == pytest.approx(gauge_usage(samples, W), rel=1e-9, abs=1e-6)
         else:
             # refused only when a scrape is missing somewhere between the samples around T0 and T1
-            gaps = [b - a for (a, _), (b, _) in zip(read, read[1:])]
+            gaps = [b - a for (a, _), (b, _) in itertools.pairwise(read)]
             assert any(gap > spacing * 1.5 for gap in gaps), "refused a regular series"

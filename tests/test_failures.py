@@ -46,18 +46,24 @@ class BadPrometheus:
         if self.mode == "cut":  # a few series, then the connection drops mid-answer
             resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": "100000"})
             await resp.prepare(request)
-            item = '{"metric":{"namespace":"a"},"value":[1,"2"]}'
-            head = '{"status":"success","data":{"resultType":"vector","result":['
+            expr = str((await request.post())["query"])
+            if expr.endswith("]") and "(" not in expr:  # a range selector: a matrix
+                item = '{"metric":{"namespace":"a"},"values":[[1,"2"]]}'
+                head = '{"status":"success","data":{"resultType":"matrix","result":['
+            else:
+                item = '{"metric":{"namespace":"a"},"value":[1,"2"]}'
+                head = '{"status":"success","data":{"resultType":"vector","result":['
             await resp.write((head + item + "," + item).encode())
             assert request.transport is not None
             request.transport.close()
             return resp
         if self.mode == "nan":
-            body = {
-                "status": "success",
-                "data": {"resultType": "vector", "result": [{"metric": {"namespace": "a"}, "value": [1, "NaN"]}]},
-            }
-            return web.json_response(body)
+            expr = str((await request.post())["query"])
+            if expr.endswith("]") and "(" not in expr:  # a range selector: a matrix
+                data = {"resultType": "matrix", "result": [{"metric": {"namespace": "a"}, "values": [[1, "NaN"]]}]}
+            else:
+                data = {"resultType": "vector", "result": [{"metric": {"namespace": "a"}, "value": [1, "NaN"]}]}
+            return web.json_response({"status": "success", "data": data})
         if self.mode == "warnings":
             body = {
                 "status": "success",
