@@ -204,13 +204,23 @@ class SeriesIndex:
     def freeze(self) -> None:
         """Sort by identity and drop identities stored twice."""
         hi, lo = self._hi, self._lo
-        order = sorted(range(len(hi)), key=lambda i: (hi[i], lo[i]))
-        keys = [(hi[i], lo[i]) for i in order]
-        keep = [
-            i
-            for n, i in enumerate(order)
-            if (n == 0 or keys[n - 1] != keys[n]) and (n + 1 == len(order) or keys[n + 1] != keys[n])
-        ]
+        order = sorted(range(len(hi)), key=hi.__getitem__)  # ints only: no tuple per series
+        n = len(order)
+
+        def twice(k: int) -> bool:  # another row among equal hi has the same lo
+            i, j = order[k], k - 1
+            while j >= 0 and hi[order[j]] == hi[i]:
+                if lo[order[j]] == lo[i]:
+                    return True
+                j -= 1
+            j = k + 1
+            while j < n and hi[order[j]] == hi[i]:
+                if lo[order[j]] == lo[i]:
+                    return True
+                j += 1
+            return False
+
+        keep = [order[k] for k in range(n) if not twice(k)]
         self._hi = array("q", (hi[i] for i in keep))
         self._lo = array("q", (lo[i] for i in keep))
         self._values = [array("d", (column[i] for i in keep)) for column in self._values]
@@ -281,13 +291,18 @@ class UnitTotals:
     def amounts(self) -> dict[str, float]:
         """{namespace: amount} over the units with no irregular series."""
         hi, lo, usage = self._copy_hi, self._copy_lo, self._usage
-        order = sorted(range(len(usage)), key=lambda i: (hi[i], lo[i]))
+        order = sorted(range(len(usage)), key=hi.__getitem__)  # copies are adjacent (equal hi)
         copies: list[int] = []  # one row per copy, holding the max usage of its duplicates
+        group: dict[int, int] = {}  # lo -> row, among the rows of the current hi
         best_rank: dict[int, int] = {}
         for i in order:
-            if copies and hi[copies[-1]] == hi[i] and lo[copies[-1]] == lo[i]:
-                usage[copies[-1]] = max(usage[copies[-1]], usage[i])
+            if copies and hi[copies[-1]] != hi[i]:
+                group = {}
+            row = group.get(lo[i])
+            if row is not None:
+                usage[row] = max(usage[row], usage[i])
                 continue
+            group[lo[i]] = i
             copies.append(i)
             unit, rank = self._unit[i], self._rank[i]
             best_rank[unit] = min(best_rank.get(unit, rank), rank)

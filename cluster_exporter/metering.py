@@ -20,7 +20,6 @@ from .report import UsageReport, build_report
 from .series_metering import meter_amounts
 from .settings import KubernetesSettings, Settings
 
-METERS_AT_ONCE = 3  # meters whose per-series numbers are held at the same time
 CPU = "cpu_hours"
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
@@ -90,7 +89,7 @@ async def measure_window(
     amounts = AmountTable([meter.name for meter in meters])
     historical: dict[str, str] = {}
     ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
-    meters_at_once = asyncio.Semaphore(METERS_AT_ONCE)
+    meters_at_once = asyncio.Semaphore(settings.prometheus.meters_at_once)
 
     async def fold(query: q.Query) -> None:
         if query.role == "namespaces":

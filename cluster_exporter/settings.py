@@ -96,6 +96,13 @@ class PrometheusSettings(_Group):
     url: HttpUrl = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
     timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one PromQL HTTP request.")
     max_concurrency: int = Field(4, ge=1, le=64, description="PromQL requests in flight at once.")
+    meters_at_once: int = Field(
+        3,
+        ge=1,
+        le=16,
+        description="Meters measured at the same time. Each holds a few dozen bytes per series while it is "
+        "measured: lower it to save memory at 100,000 namespaces, raise it for speed.",
+    )
     compression: bool = Field(
         False,
         description="Ask for gzip-compressed answers: less traffic to a remote engine, more CPU on both ends "
