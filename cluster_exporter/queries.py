@@ -224,7 +224,7 @@ def with_matchers(selector: str, matchers: str) -> str:
     return f"{selector}{{{matchers}}}"
 
 
-Role = Literal["boundary0", "boundary1", "resets", "sum", "count", "custom", "raw", "check", "namespaces"]
+Role = Literal["boundary0", "boundary1", "resets", "sum", "count", "views", "custom", "raw", "namespaces"]
 
 
 @dataclass(frozen=True)
@@ -239,13 +239,44 @@ class Query:
     by: tuple[str, ...] = field(default=())
 
 
+def metered_selector(meter: Meter) -> str:
+    """The series the per-series queries read: for a meter with views, only the preferred view
+    (units without it are found by view_fallback_query and metered from raw samples)."""
+    if meter.prefer is None:
+        return meter.selector
+    label, values = meter.prefer
+    return with_matchers(meter.selector, f"{label}={_quote(values[0])}")
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def view_fallback_query(meter: Meter, w: Window) -> Query:
+    """The units of a meter with views that have series in or around the window but none of the
+    preferred view (network: pods with no pod-level series, only the pause container's)."""
+    assert meter.prefer is not None and meter.unit is not None
+    label, values = meter.prefer
+    span, unit = _d(w.max_gap + w.length + w.horizon), ", ".join(meter.unit)
+    others = with_matchers(meter.selector, f"{label}!={_quote(values[0])}")
+    suffix = f"_{meter.shard}" if meter.shard else ""
+    return Query(
+        f"{meter.name}_views{suffix}",
+        f"count by ({unit}) (count_over_time({others}[{span}]))"
+        f" unless on({unit}) count by ({unit}) (count_over_time({metered_selector(meter)}[{span}]))",
+        meter.name,
+        "views",
+        w.end + w.horizon,
+    )
+
+
 def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
     """Raw samples of every series in [T - max_gap, T + horizon] around boundary T (a matrix)."""
     at = w.start if side == 0 else w.end
     suffix = f"_{meter.shard}" if meter.shard else ""
     return Query(
         f"{meter.name}_boundary{side}{suffix}",
-        f"{meter.selector}[{_d(w.max_gap + w.horizon)}]",
+        f"{metered_selector(meter)}[{_d(w.max_gap + w.horizon)}]",
         meter.name,
         "boundary0" if side == 0 else "boundary1",
         at + w.horizon,
@@ -261,7 +292,7 @@ def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
         return [
             Query(
                 f"{meter.name}_resets{suffix}",
-                f"resets({meter.selector}[{_d(span)}])",
+                f"resets({metered_selector(meter)}[{_d(span)}])",
                 meter.name,
                 "resets",
                 w.end + w.horizon,
@@ -269,8 +300,16 @@ def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
         ]
     inner = _d(w.length - 0.001)  # (T0, T1]
     return [
-        Query(f"{meter.name}_sum{suffix}", f"sum_over_time({meter.selector}[{inner}])", meter.name, "sum", w.end),
-        Query(f"{meter.name}_count{suffix}", f"count_over_time({meter.selector}[{inner}])", meter.name, "count", w.end),
+        Query(
+            f"{meter.name}_sum{suffix}", f"sum_over_time({metered_selector(meter)}[{inner}])", meter.name, "sum", w.end
+        ),
+        Query(
+            f"{meter.name}_count{suffix}",
+            f"count_over_time({metered_selector(meter)}[{inner}])",
+            meter.name,
+            "count",
+            w.end,
+        ),
     ]
 
 
@@ -281,7 +320,8 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
             window=_d(w.length), window_start=_t(w.start), window_end=_t(w.end), namespace_label=meter.namespace_label
         )
         return [Query(f"{meter.name}", expr, meter.name, "custom", w.end + w.max_gap, (meter.namespace_label,))]
-    return [boundary_query(meter, w, 0), boundary_query(meter, w, 1), *window_scan_queries(meter, w)]
+    views = [view_fallback_query(meter, w)] if meter.prefer is not None else []
+    return [boundary_query(meter, w, 0), boundary_query(meter, w, 1), *window_scan_queries(meter, w), *views]
 
 
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:

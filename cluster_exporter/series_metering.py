@@ -50,10 +50,18 @@ async def meter_amounts(
     ``intern`` gives the one string kept for a namespace (AmountTable.intern)."""
     totals = UnitTotals(meter, intern)
     result = MeterResult()
-    if meter.kind == "counter":
-        await _counters(prometheus, meter, w, totals, result)
-    else:
-        await _gauges(prometheus, meter, w, totals, result)
+
+    def without_preferred_view(labels: dict[str, str], value: float) -> None:
+        totals.irregular(labels)  # its other views are metered from raw samples
+
+    async with asyncio.TaskGroup() as group:
+        if meter.kind == "counter":
+            group.create_task(_counters(prometheus, meter, w, totals, result))
+        else:
+            group.create_task(_gauges(prometheus, meter, w, totals, result))
+        if meter.prefer is not None:
+            views = q.view_fallback_query(meter, w)
+            group.create_task(prometheus.fold_vector(views.name, views.expr, views.at, without_preferred_view))
     result.amounts = totals.amounts()
     irregular = await _irregular_amounts(prometheus, meter, totals.irregular_units, w)
     for namespace, value in irregular.items():
@@ -109,7 +117,7 @@ async def _counters(
     prometheus: PrometheusClient, meter: q.Meter, w: q.Window, totals: UnitTotals, result: MeterResult
 ) -> None:
     """A counter without resets used B(T1) - B(T0), each from the samples around its boundary."""
-    b0_query, b1_query, resets_query = q.meter_queries(meter, w)
+    b0_query, b1_query, resets_query = q.meter_queries(meter, w)[:3]
     starts, ends = SeriesIndex(1), SeriesIndex(1)
     await _boundaries(
         prometheus,
@@ -143,7 +151,7 @@ async def _gauges(
 ) -> None:
     """A gauge alive across both boundaries with evenly spaced samples: its edge pieces from the
     samples around each boundary, the trapezoids in between from the sum and count."""
-    b0_query, b1_query, sum_query, count_query = q.meter_queries(meter, w)
+    b0_query, b1_query, sum_query, count_query = q.meter_queries(meter, w)[:4]
     starts, ends, sums = SeriesIndex(4), SeriesIndex(3), SeriesIndex(1)
 
     def on_sum(labels: dict[str, str], value: float) -> None:

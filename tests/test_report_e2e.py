@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +153,38 @@ async def test_a_missing_source_fails_the_window_instead_of_billing_zero(setting
     no_http = settings.metering.model_copy(update={"http_source": "none"})
     report, _ = await _report(settings.model_copy(update={"metering": no_http}), hour_windows(cluster)[1][1])
     assert all(r.http_requests == 0 for r in report.usage)
+
+
+async def test_a_pod_whose_network_shows_only_on_the_pause_container(
+    cluster: Cluster, kube: KubeApiStandIn, tmp_path: Path
+) -> None:
+    """Some runtimes report a pod's network only on the pause container: it is billed from there
+    (the per-series queries read only pod-level series; the pod is found by its own query)."""
+    import dataclasses
+
+    from cluster_exporter.devtools.demo import demo_settings, prepare
+    from cluster_exporter.devtools.kubeapi_standin import write_kubeconfig
+    from cluster_exporter.devtools.prometheus_server import PrometheusServer
+
+    network = ("container_network_transmit_bytes_total", "container_network_receive_bytes_total")
+    target = next(s for s in cluster.series if s.name == network[0] and dict(s.labels).get("namespace") == "globex")
+    pod = dict(target.labels)["pod"]
+    series = []
+    for s in cluster.series:
+        labels = dict(s.labels)
+        if s.name in network and labels.get("namespace") == "globex" and labels.get("pod") == pod:
+            if labels.get("container") == "":
+                continue  # no pod-level view for this pod
+            if labels.get("container") == "POD":
+                s = dataclasses.replace(s, counts=True)  # its only view is billed
+        series.append(s)
+    pause_only = dataclasses.replace(cluster, series=series)
+    end = hour_windows(pause_only)[1][1]
+    truth = pause_only.truth(end - timedelta(hours=1), end)
+    with PrometheusServer(prepare(tmp_path, pause_only)) as prom:
+        settings = demo_settings(prom.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
+        names: list[str] = []
+        report, _ = await _report(settings, end, names)
+    _assert_matches_truth(report, truth, ("network_bytes_sent", "network_bytes_received"))
+    assert truth["cust_globex"]["network_bytes_sent"] > 0
+    assert any(n.startswith("network_bytes_sent_raw") for n in names), "the pause-only pod is metered raw"
