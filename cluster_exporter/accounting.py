@@ -103,9 +103,9 @@ GaugeStart = tuple[float, float, float, float]
 GaugeEnd = tuple[float, float, float]
 
 
-def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float, float] | None:
-    """(tb, vb, ta, va): the samples just before (or at) and just after ``at``, when both exist
-    within max_gap of ``at`` and of each other; else None."""
+def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float, float, float] | None:
+    """(tb, vb, ta, va, v): the samples just before (or at) and just after ``at`` and the value
+    interpolated at ``at``, when both exist within max_gap of ``at`` and of each other; else None."""
     times = [t for t, _ in samples]
     i = bisect.bisect_right(times, at)
     if i == 0 or i == len(samples):
@@ -113,7 +113,7 @@ def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float
     (tb, vb), (ta, va) = samples[i - 1], samples[i]
     if tb < at - w.max_gap or ta > at + w.horizon or ta - tb > w.max_gap:
         return None
-    return tb, vb, ta, va
+    return tb, vb, ta, va, vb + (va - vb) * (at - tb) / (ta - tb)
 
 
 def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
@@ -121,19 +121,14 @@ def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
     pair = _around(samples, w.start, w)
     if pair is None:
         return None
-    tb, vb, ta, va = pair
-    at_t0 = vb + (va - vb) * (w.start - tb) / (ta - tb)
+    tb, _, ta, va, at_t0 = pair
     return ta, va, ta - tb, (ta - w.start) * (at_t0 + va) / 2
 
 
 def gauge_end(samples: Samples, w: Window) -> GaugeEnd | None:
     """A gauge's piece at T1 from its samples around T1, or None (not alive across T1)."""
     pair = _around(samples, w.end, w)
-    if pair is None:
-        return None
-    tb, vb, ta, va = pair
-    at_t1 = vb + (va - vb) * (w.end - tb) / (ta - tb)
-    return tb, vb, (w.end - tb) * (vb + at_t1) / 2
+    return None if pair is None else (pair[0], pair[1], (w.end - pair[0]) * (pair[1] + pair[4]) / 2)
 
 
 def gauge_closed_form(start: GaugeStart, end: GaugeEnd, total: float, count: float) -> float | None:

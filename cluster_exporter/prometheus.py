@@ -127,22 +127,14 @@ class PrometheusClient:
     ) -> int:
         """Evaluate a range-vector selector, handing each series' samples to ``on_series`` while
         the body arrives (as fold_vector). Returns the number of series."""
-        count = 0
 
         def on_item(item: Any) -> None:
-            nonlocal count
             values = item.get("values") if isinstance(item, dict) else None
             if not isinstance(values, list):
                 raise PrometheusError(f"query {name}: malformed matrix element")
             on_series(_labels(name, item), _samples(name, values))
-            count += 1
 
-        data = await self._query(name, expr, at, on_item)
-        if data.get("resultType") != "matrix":
-            raise PrometheusError(f"query {name}: expected a matrix, got {data.get('resultType')!r}")
-        if data.get("result") != []:
-            raise PrometheusError(f"query {name}: malformed result")
-        return count
+        return await self._fold(name, expr, at, "matrix", on_item)
 
     async def fold_vector(
         self, name: str, expr: str, at: float, on_sample: Callable[[dict[str, str], float], None]
@@ -154,20 +146,27 @@ class PrometheusClient:
         window fails as a whole, so samples already handed over do not matter; an answer cut off
         after samples were handed over is not retried. Returns the number of samples.
         """
-        count = 0
 
         def on_item(item: Any) -> None:
-            nonlocal count
             # a sample is {"metric": {labels}, "value": [t, "v"]}; a label set holds only strings
             if not isinstance(item, dict) or not isinstance(item.get("value"), list):
                 raise PrometheusError(f"query {name}: malformed vector element")
-            value = _finite(name, _pair(name, item["value"])[1])
-            on_sample(_labels(name, item), value)
+            on_sample(_labels(name, item), _finite(name, _pair(name, item["value"])[1]))
+
+        return await self._fold(name, expr, at, "vector", on_item)
+
+    async def _fold(self, name: str, expr: str, at: float, result_type: str, on_item: Callable[[Any], None]) -> int:
+        """Stream the answer's result items through ``on_item``; check its type; count them."""
+        count = 0
+
+        def counted(item: Any) -> None:
+            nonlocal count
+            on_item(item)
             count += 1
 
-        data = await self._query(name, expr, at, on_item)
-        if data.get("resultType") != "vector":
-            raise PrometheusError(f"query {name}: expected a vector, got {data.get('resultType')!r}")
+        data = await self._query(name, expr, at, counted)
+        if data.get("resultType") != result_type:
+            raise PrometheusError(f"query {name}: expected a {result_type}, got {data.get('resultType')!r}")
         if data.get("result") != []:
             raise PrometheusError(f"query {name}: malformed result")
         return count
