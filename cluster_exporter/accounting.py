@@ -168,10 +168,9 @@ def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
 def series_id(labels: Mapping[str, str]) -> tuple[int, int]:
     """The identity of one series (``__name__`` aside), to match it across answers without
     keeping its labels."""
-    items = sorted(labels.items())
     if "__name__" in labels:
-        items = [item for item in items if item[0] != "__name__"]
-    return _id(tuple(items))
+        labels = {k: v for k, v in labels.items() if k != "__name__"}
+    return _id(tuple(sorted(labels.items())))
 
 
 class SeriesIndex:
