@@ -98,6 +98,10 @@ async def migrate(storage: Storage, now: int) -> list[int]:
     """Apply every migration the database lacks; returns the versions applied."""
     try:
         async with storage.transaction() as tx:
+            if storage.dialect == "postgresql":
+                # CREATE TABLE IF NOT EXISTS is not safe against a concurrent one (it can fail with
+                # "type already exists"): the same lock as the migrations serialises it
+                await tx.execute("SELECT pg_advisory_xact_lock(?)", (ADVISORY_LOCK_ID,))
             await tx.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
