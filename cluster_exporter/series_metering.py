@@ -10,7 +10,7 @@ are held, never an answer, and only while this meter is measured.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,6 @@ from .errors import PrometheusError
 from .prometheus import PrometheusClient
 
 RAW_UNITS_PER_QUERY = 1000
-Labels = Mapping[str, str]
 
 
 @dataclass
