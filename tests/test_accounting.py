@@ -218,3 +218,20 @@ def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
             # refused only when a scrape is missing somewhere between the samples around T0 and T1
             gaps = [b - a for (a, _), (b, _) in itertools.pairwise(read)]
             assert any(gap > spacing * 1.5 for gap in gaps), "refused a regular series"
+
+
+def test_series_index_hands_each_series_out_once_and_drops_colliding_identities() -> None:
+    from cluster_exporter.accounting import SeriesIndex
+
+    index = SeriesIndex(2)
+    index.put((5, 1), (1.0, 2.0))
+    index.put((3, 9), None)  # known, undecided
+    index.put((5, 2), (3.0, 4.0))  # same first half, other second half: a different series
+    index.put((7, 7), (5.0, 6.0))
+    index.put((7, 7), (8.0, 9.0))  # stored twice: dropped (metered raw)
+    index.freeze()
+    assert index.left() == 3
+    assert index.take((5, 2)) == [3.0, 4.0] and index.take((5, 1)) == [1.0, 2.0]
+    assert index.take((5, 1)) is None, "handed out once"
+    assert index.take((3, 9)) is None and index.take((7, 7)) is None and index.take((1, 1)) is None
+    assert index.left() == 0
