@@ -308,6 +308,20 @@ class UnitTotals:
         return dict(out)
 
 
+def add_raw_series(
+    totals: UnitTotals,
+    units: set[tuple[tuple[str, str], ...]],
+    labels: Mapping[str, str],
+    samples: Samples,
+    w: Window,
+) -> None:
+    """Meter one series from its raw samples into ``totals`` if it belongs to one of ``units``
+    (a raw fetch's matchers may also select other combinations of label values)."""
+    meter = totals.meter
+    if unit_key(meter, labels) in units:
+        totals.add(labels, counter_usage(samples, w) if meter.kind == "counter" else gauge_usage(samples, w))
+
+
 def raw_amounts(
     meter: Meter, series: Iterable[RawSeries], units: set[tuple[tuple[str, str], ...]], w: Window
 ) -> dict[str, float]:
@@ -315,8 +329,7 @@ def raw_amounts(
     (as UnitTotals)."""
     totals = UnitTotals(meter)
     for labels, samples in series:
-        if unit_key(meter, labels) in units:
-            totals.add(labels, counter_usage(samples, w) if meter.kind == "counter" else gauge_usage(samples, w))
+        add_raw_series(totals, units, labels, samples, w)
     return totals.amounts()
 
 

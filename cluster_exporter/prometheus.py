@@ -48,14 +48,6 @@ class Sample:
     value: float
 
 
-@dataclass(frozen=True)
-class Series:
-    """One element of a range vector: labels and (time, value) samples."""
-
-    labels: dict[str, str]
-    samples: list[tuple[float, float]]
-
-
 def _headers(settings: PrometheusSettings) -> dict[str, str]:
     encoding = "gzip" if settings.compression else "identity"
     headers = {"Accept": "application/json", "Accept-Encoding": encoding, **settings.headers}
@@ -110,12 +102,6 @@ class PrometheusClient:
         """Evaluate an instant query that must answer a vector of finite values."""
         out: list[Sample] = []
         await self.fold_vector(name, expr, at, lambda labels, value: out.append(Sample(labels, value)))
-        return out
-
-    async def matrix(self, name: str, expr: str, at: float) -> list[Series]:
-        """Evaluate a range-vector selector: raw samples per series."""
-        out: list[Series] = []
-        await self.fold_matrix(name, expr, at, lambda labels, samples: out.append(Series(labels, samples)))
         return out
 
     async def fold_matrix(

@@ -18,14 +18,12 @@ from . import queries as q
 from .accounting import (
     SeriesIndex,
     UnitTotals,
+    add_raw_series,
     counter_at_boundary,
-    counter_usage,
     gauge_closed_form,
     gauge_end,
     gauge_start,
-    gauge_usage,
     series_id,
-    unit_key,
 )
 from .errors import PrometheusError
 from .prometheus import PrometheusClient
@@ -201,8 +199,7 @@ async def _irregular_amounts(
     totals = UnitTotals(meter)
 
     def on_series(labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
-        if unit_key(meter, labels) in wanted:  # the matchers also select other combinations
-            totals.add(labels, counter_usage(samples, w) if meter.kind == "counter" else gauge_usage(samples, w))
+        add_raw_series(totals, wanted, labels, samples, w)
 
     for i in range(0, len(ordered), RAW_UNITS_PER_QUERY):
         chunk = ordered[i : i + RAW_UNITS_PER_QUERY]
