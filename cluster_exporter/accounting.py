@@ -308,6 +308,16 @@ class UnitTotals:
         return dict(out)
 
 
+def with_value_before(samples: Samples, before: float | None, w: Window) -> Samples:
+    """A counter's samples in [T0 - max_gap, T1 + horizon], led by its last value in the
+    lookback before them, placed just before T0 - max_gap: for the rules the same as all its
+    samples back to T0 - lookback (B(T0) reads only that last value; a reset is only counted
+    inside the window)."""
+    if before is None:
+        return samples
+    return [(w.start - w.max_gap - 0.001, before), *samples]
+
+
 def add_raw_series(
     totals: UnitTotals,
     units: set[tuple[tuple[str, str], ...]],

@@ -325,12 +325,24 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
 
 
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
-    """Raw samples of the series behind some irregular units, over everything the window reads."""
-    extra = ",".join(f'{label}=~"{_regex_union(values)}"' for label, values in sorted(matchers.items()))
-    sel = with_matchers(meter.selector, extra)
-    # a counter's B(T0) may read back as far as the lookback; a gauge only its window and edges
-    span = (w.lookback if meter.kind == "counter" else w.max_gap) + w.length + w.horizon
+    """Raw samples of the series behind some irregular units in [T0 - max_gap, T1 + horizon]."""
+    sel = with_matchers(meter.selector, _unit_matchers(matchers))
+    span = w.max_gap + w.length + w.horizon
     return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}]", meter.name, "raw", w.end + w.horizon)
+
+
+def raw_lookback_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
+    """For counters: the last value of the same series in [T0 - lookback, T0 - max_gap], which
+    is all of the lookback B(T0) may read (one value a series instead of hours of samples)."""
+    sel = with_matchers(meter.selector, _unit_matchers(matchers))
+    span = w.lookback - w.max_gap
+    return Query(
+        f"{meter.name}_raw_before", f"last_over_time({sel}[{_d(span)}])", meter.name, "raw", w.start - w.max_gap
+    )
+
+
+def _unit_matchers(matchers: dict[str, list[str]]) -> str:
+    return ",".join(f'{label}=~"{_regex_union(values)}"' for label, values in sorted(matchers.items()))
 
 
 def _regex_union(values: Sequence[str]) -> str:

@@ -24,6 +24,7 @@ from .accounting import (
     gauge_end,
     gauge_start,
     series_id,
+    with_value_before,
 )
 from .errors import PrometheusError
 from .prometheus import PrometheusClient
@@ -198,7 +199,14 @@ async def _irregular_amounts(
     wanted = set(ordered)
     totals = UnitTotals(meter)
 
+    before: dict[tuple[int, int], float] = {}  # counters: each series' last value before the window span
+
+    def on_before(labels: dict[str, str], value: float) -> None:
+        before[series_id(labels)] = value
+
     def on_series(labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
+        if meter.kind == "counter":
+            samples = list(with_value_before(samples, before.get(series_id(labels)), w))
         add_raw_series(totals, wanted, labels, samples, w)
 
     for i in range(0, len(ordered), RAW_UNITS_PER_QUERY):
@@ -210,6 +218,11 @@ async def _irregular_amounts(
         for label, values in matchers.items():
             if any(label not in dict(key) for key in chunk):
                 values.add("")  # a unit without this label must still match (absent == "")
-        query = q.raw_samples_query(meter, w, {k: sorted(v) for k, v in matchers.items()})
+        by_label = {k: sorted(v) for k, v in matchers.items()}
+        before.clear()
+        if meter.kind == "counter":
+            lookback = q.raw_lookback_query(meter, w, by_label)
+            await prometheus.fold_vector(lookback.name, lookback.expr, lookback.at, on_before)
+        query = q.raw_samples_query(meter, w, by_label)
         await prometheus.fold_matrix(query.name, query.expr, query.at, on_series)
     return totals.amounts()

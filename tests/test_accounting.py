@@ -235,3 +235,31 @@ def test_series_index_hands_each_series_out_once_and_drops_colliding_identities(
     assert index.take((5, 1)) is None, "handed out once"
     assert index.take((3, 9)) is None and index.take((7, 7)) is None and index.take((1, 1)) is None
     assert index.left() == 0
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from_all_its_samples(seed: int) -> None:
+    """The raw path reads a counter in [T0 - max_gap, T1 + horizon] plus its last value in the
+    lookback before that: the same amount as from every sample back to T0 - lookback."""
+    import random
+
+    from cluster_exporter.accounting import with_value_before
+
+    rng = random.Random(seed)
+    spacing = rng.choice([2.0, 5.0, 10.0])
+    t, value, samples = W.start - W.lookback - rng.uniform(0, 100), rng.uniform(0, 1e6), []
+    while t <= W.end + W.horizon:
+        if rng.random() < 0.08:
+            t += rng.uniform(10, 200)  # a gap, possibly across T0
+        if rng.random() < 0.04:
+            value = rng.uniform(0, 5)  # a reset
+        samples.append((round(t, 3), value))
+        value += rng.uniform(0, 20)
+        t += spacing
+    samples = [(t, v) for t, v in samples if rng.random() > 0.1 or t > W.start]  # some lost scrapes
+    span = [(t, v) for t, v in samples if W.start - W.max_gap <= t <= W.end + W.horizon]
+    earlier = [v for t, v in samples if W.start - W.lookback <= t <= W.start - W.max_gap]
+    before = earlier[-1] if earlier else None
+    assert counter_usage(list(with_value_before(span, before, W)), W) == pytest.approx(
+        counter_usage(samples, W), rel=1e-12, abs=1e-9
+    )
