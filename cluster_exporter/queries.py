@@ -345,10 +345,45 @@ def _unit_matchers(matchers: dict[str, list[str]]) -> str:
     return ",".join(f'{label}=~"{_regex_union(values)}"' for label, values in sorted(matchers.items()))
 
 
+_REGEX_SPECIALS = set("\\.+*?()|[]{}^$")
+
+
+def _escape(value: str) -> str:
+    """A label value as a literal inside a PromQL regex string: regex-escaped, then string-escaped."""
+    regex = "".join("\\" + c if c in _REGEX_SPECIALS else c for c in value)
+    return regex.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _regex_union(values: Sequence[str]) -> str:
-    specials = set("\\.+*?()|[]{}^$")
-    escaped = ["".join("\\\\" + c if c in specials else c for c in v) for v in sorted(set(values))]
-    return "|".join(escaped).replace('"', '\\"')
+    return "|".join(_escape(v) for v in sorted(set(values)))
+
+
+Unit = tuple[tuple[str, str], ...]
+
+
+def raw_chunks(units: Sequence[Unit], max_length: int, max_units: int) -> list[list[Unit]]:
+    """``units`` in runs whose raw-sample query stays within ``max_length`` bytes and
+    ``max_units`` units: the matchers of a run are one regex union per label."""
+    budget = max_length - 512  # the selector, range and function around the matchers
+    chunks: list[list[Unit]] = []
+    chunk: list[Unit] = []
+    seen: dict[str, set[str]] = {}
+    length = 0
+    for unit in units:
+        extra = sum(
+            len(_escape(v)) + 1 + (len(k) + 6 if k not in seen else 0) for k, v in unit if v not in seen.get(k, ())
+        )
+        if chunk and (length + extra > budget or len(chunk) >= max_units):
+            chunks.append(chunk)
+            chunk, seen, length = [], {}, 0
+            extra = sum(len(_escape(v)) + 1 + len(k) + 6 for k, v in unit)
+        chunk.append(unit)
+        for k, v in unit:
+            seen.setdefault(k, set()).add(v)
+        length += extra
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def namespace_owners(label_key: str, w: Window) -> Query:

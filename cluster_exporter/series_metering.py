@@ -29,7 +29,7 @@ from .accounting import (
 from .errors import PrometheusError
 from .prometheus import PrometheusClient
 
-RAW_UNITS_PER_QUERY = 1000
+RAW_UNITS_PER_QUERY = 5000
 
 
 @dataclass
@@ -195,6 +195,7 @@ async def _irregular_amounts(
     series metered as it arrives."""
     if not units:
         return {}
+    max_length = prometheus.settings.max_query_length
     ordered = sorted(units.values())
     wanted = set(ordered)
     totals = UnitTotals(meter)
@@ -209,8 +210,7 @@ async def _irregular_amounts(
             samples = list(with_value_before(samples, before.get(series_id(labels)), w))
         add_raw_series(totals, wanted, labels, samples, w)
 
-    for i in range(0, len(ordered), RAW_UNITS_PER_QUERY):
-        chunk = ordered[i : i + RAW_UNITS_PER_QUERY]
+    for chunk in q.raw_chunks(ordered, max_length, RAW_UNITS_PER_QUERY):
         matchers: dict[str, set[str]] = {}
         for key in chunk:
             for label, value in key:

@@ -127,6 +127,13 @@ class PrometheusSettings(_Group):
         description="Split each meter's queries into this many shards by namespace (for engines with a limit "
         "on the series or samples one query may load); the shards' answers are summed.",
     )
+    max_query_length: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Longest PromQL expression sent, in bytes: raw-sample fetches of irregular series are split "
+        "to fit (VictoriaMetrics refuses queries over -search.maxQueryLen, 16384 by default).",
+    )
 
 
 class KubernetesSettings(_Group):

@@ -263,3 +263,26 @@ def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from
     assert counter_usage(list(with_value_before(span, before, W)), W) == pytest.approx(
         counter_usage(samples, W), rel=1e-12, abs=1e-9
     )
+
+
+def test_raw_fetches_are_split_to_fit_the_query_length_and_match_values_literally() -> None:
+    import re
+
+    from cluster_exporter.queries import Meter, _regex_union, raw_chunks, raw_samples_query
+
+    values = ["10.0.0.1:10250", 'quote"d', "back\\slash", "a|b", "(x)*[y]{2}^$+?.", "plain"]
+    regex = _regex_union(values)
+    unescaped = regex.replace('\\"', '"').replace("\\\\", "\\")  # the PromQL string's own escapes
+    for value in values:
+        assert re.fullmatch(unescaped, value), value
+    assert not re.fullmatch(unescaped, "10a0a0a1:10250"), "dots are literal"
+
+    meter = Meter("cpu_hours", "counter", 'container_cpu_usage_seconds_total{container!=""}')
+    units = [(("namespace", f"ns-{i % 50}"), ("pod", f"pod-{i:05d}-{'x' * (i % 40)}")) for i in range(3000)]
+    chunks = raw_chunks(units, 4096, 1000)
+    assert [u for chunk in chunks for u in chunk] == units
+    for chunk in chunks:
+        assert len(chunk) <= 1000
+        matchers = {label: sorted({dict(u)[label] for u in chunk}) for label in ("namespace", "pod")}
+        assert len(raw_samples_query(meter, W, matchers).expr) <= 4096
+    assert len(raw_chunks(units, 16 * 1024 * 1024, 1000)) == 3

@@ -38,3 +38,21 @@ async def test_victoriametrics_gives_the_same_report(
         report = await measure_window(settings, end, LATER, client)
     truth = {c: v for c, v in cluster.truth(start, end).items() if c != "cust_umbrella" or hour < 2}
     _assert_matches_truth(report, truth, METERS)
+
+
+async def test_raw_fetches_split_to_a_short_query_length(
+    victoriametrics: VictoriaMetricsServer, kube: KubeApiStandIn, cluster: Cluster, tmp_path: Path
+) -> None:
+    """VictoriaMetrics refuses queries over -search.maxQueryLen: prometheus.max_query_length keeps
+    every raw-sample fetch under it, and the report stays the same."""
+    settings = demo_settings(victoriametrics.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
+    short = settings.model_copy(
+        update={"prometheus": settings.prometheus.model_copy(update={"max_query_length": 1024})}
+    )
+    start, end = hour_windows(cluster)[1]
+    raw: list[str] = []
+    async with PrometheusClient(short.prometheus, lambda name, seconds, ok: raw.append(name)) as client:
+        report = await measure_window(short, end, LATER, client)
+    _assert_matches_truth(report, cluster.truth(start, end), METERS)
+    fetches = [n for n in raw if n.endswith("_raw")]
+    assert len(fetches) > len(set(fetches)), "some meter's irregular series took more than one fetch"
