@@ -26,7 +26,7 @@ No query uses ``@``: each is evaluated at its own time, which VictoriaMetrics al
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .settings import CustomMeter, MeteringSettings
@@ -236,7 +236,16 @@ class Query:
     meter: str
     role: Role
     at: float
-    by: tuple[str, ...] = field(default=())
+
+
+def _name(meter: Meter, part: str) -> str:
+    """A query's name: the meter's, what it asks, and the shard of a split meter."""
+    return f"{meter.name}_{part}_{meter.shard}" if meter.shard else f"{meter.name}_{part}"
+
+
+def _read_span(w: Window) -> str:
+    """Everything the window reads, [T0 - max_gap, T1 + horizon], as a range ending at T1 + horizon."""
+    return _d(w.max_gap + w.length + w.horizon)
 
 
 def metered_selector(meter: Meter) -> str:
@@ -248,8 +257,12 @@ def metered_selector(meter: Meter) -> str:
     return with_matchers(meter.selector, f"{label}={_quote(values[0])}")
 
 
+def _string_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _string_escape(value) + '"'
 
 
 def view_fallback_query(meter: Meter, w: Window) -> Query:
@@ -257,11 +270,10 @@ def view_fallback_query(meter: Meter, w: Window) -> Query:
     preferred view (network: pods with no pod-level series, only the pause container's)."""
     assert meter.prefer is not None and meter.unit is not None
     label, values = meter.prefer
-    span, unit = _d(w.max_gap + w.length + w.horizon), ", ".join(meter.unit)
+    span, unit = _read_span(w), ", ".join(meter.unit)
     others = with_matchers(meter.selector, f"{label}!={_quote(values[0])}")
-    suffix = f"_{meter.shard}" if meter.shard else ""
     return Query(
-        f"{meter.name}_views{suffix}",
+        _name(meter, "views"),
         f"count by ({unit}) (count_over_time({others}[{span}]))"
         f" unless on({unit}) count by ({unit}) (count_over_time({metered_selector(meter)}[{span}]))",
         meter.name,
@@ -273,9 +285,8 @@ def view_fallback_query(meter: Meter, w: Window) -> Query:
 def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
     """Raw samples of every series in [T - max_gap, T + horizon] around boundary T (a matrix)."""
     at = w.start if side == 0 else w.end
-    suffix = f"_{meter.shard}" if meter.shard else ""
     return Query(
-        f"{meter.name}_boundary{side}{suffix}",
+        _name(meter, f"boundary{side}"),
         f"{metered_selector(meter)}[{_d(w.max_gap + w.horizon)}]",
         meter.name,
         "boundary0" if side == 0 else "boundary1",
@@ -286,13 +297,11 @@ def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
 def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
     """One value per series over the window: resets() of a counter over everything B(T0) and
     B(T1) read, or a gauge's sum and count of samples in (T0, T1]."""
-    suffix = f"_{meter.shard}" if meter.shard else ""
     if meter.kind == "counter":
-        span = w.max_gap + w.length + w.horizon
         return [
             Query(
-                f"{meter.name}_resets{suffix}",
-                f"resets({metered_selector(meter)}[{_d(span)}])",
+                _name(meter, "resets"),
+                f"resets({metered_selector(meter)}[{_read_span(w)}])",
                 meter.name,
                 "resets",
                 w.end + w.horizon,
@@ -300,11 +309,9 @@ def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
         ]
     inner = _d(w.length - 0.001)  # (T0, T1]
     return [
+        Query(_name(meter, "sum"), f"sum_over_time({metered_selector(meter)}[{inner}])", meter.name, "sum", w.end),
         Query(
-            f"{meter.name}_sum{suffix}", f"sum_over_time({metered_selector(meter)}[{inner}])", meter.name, "sum", w.end
-        ),
-        Query(
-            f"{meter.name}_count{suffix}",
+            _name(meter, "count"),
             f"count_over_time({metered_selector(meter)}[{inner}])",
             meter.name,
             "count",
@@ -319,7 +326,7 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
         expr = meter.template.format(
             window=_d(w.length), window_start=_t(w.start), window_end=_t(w.end), namespace_label=meter.namespace_label
         )
-        return [Query(f"{meter.name}", expr, meter.name, "custom", w.end + w.max_gap, (meter.namespace_label,))]
+        return [Query(meter.name, expr, meter.name, "custom", w.end + w.max_gap)]
     views = [view_fallback_query(meter, w)] if meter.prefer is not None else []
     return [boundary_query(meter, w, 0), boundary_query(meter, w, 1), *window_scan_queries(meter, w), *views]
 
@@ -327,8 +334,7 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
     """Raw samples of the series behind some irregular units in [T0 - max_gap, T1 + horizon]."""
     sel = with_matchers(meter.selector, _unit_matchers(matchers))
-    span = w.max_gap + w.length + w.horizon
-    return Query(f"{meter.name}_raw", f"{sel}[{_d(span)}]", meter.name, "raw", w.end + w.horizon)
+    return Query(f"{meter.name}_raw", f"{sel}[{_read_span(w)}]", meter.name, "raw", w.end + w.horizon)
 
 
 def raw_lookback_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
@@ -350,8 +356,7 @@ _REGEX_SPECIALS = set("\\.+*?()|[]{}^$")
 
 def _escape(value: str) -> str:
     """A label value as a literal inside a PromQL regex string: regex-escaped, then string-escaped."""
-    regex = "".join("\\" + c if c in _REGEX_SPECIALS else c for c in value)
-    return regex.replace("\\", "\\\\").replace('"', '\\"')
+    return _string_escape("".join("\\" + c if c in _REGEX_SPECIALS else c for c in value))
 
 
 def _regex_union(values: Sequence[str]) -> str:
@@ -361,11 +366,12 @@ def _regex_union(values: Sequence[str]) -> str:
 Unit = tuple[tuple[str, str], ...]
 
 
-def raw_chunks(units: Sequence[Unit], max_length: int, max_units: int) -> list[list[Unit]]:
+def raw_chunks(units: Sequence[Unit], max_length: int, max_units: int) -> list[tuple[list[Unit], dict[str, list[str]]]]:
     """``units`` in runs whose raw-sample query stays within ``max_length`` bytes and
-    ``max_units`` units: the matchers of a run are one regex union per label."""
+    ``max_units`` units, each with its matchers: one regex union of values per label ("" among
+    them where a unit of the run lacks the label: absent is "" in PromQL)."""
     budget = max_length - 512  # the selector, range and function around the matchers
-    chunks: list[list[Unit]] = []
+    runs: list[list[Unit]] = []
     chunk: list[Unit] = []
     seen: dict[str, set[str]] = {}
     length = 0
@@ -374,7 +380,7 @@ def raw_chunks(units: Sequence[Unit], max_length: int, max_units: int) -> list[l
             len(_escape(v)) + 1 + (len(k) + 6 if k not in seen else 0) for k, v in unit if v not in seen.get(k, ())
         )
         if chunk and (length + extra > budget or len(chunk) >= max_units):
-            chunks.append(chunk)
+            runs.append(chunk)
             chunk, seen, length = [], {}, 0
             extra = sum(len(_escape(v)) + 1 + len(k) + 6 for k, v in unit)
         chunk.append(unit)
@@ -382,8 +388,19 @@ def raw_chunks(units: Sequence[Unit], max_length: int, max_units: int) -> list[l
             seen.setdefault(k, set()).add(v)
         length += extra
     if chunk:
-        chunks.append(chunk)
-    return chunks
+        runs.append(chunk)
+    return [(run, _matchers(run)) for run in runs]
+
+
+def _matchers(units: Sequence[Unit]) -> dict[str, list[str]]:
+    values: dict[str, set[str]] = {}
+    for unit in units:
+        for label, value in unit:
+            values.setdefault(label, set()).add(value)
+    for label, found in values.items():
+        if any(label not in dict(unit) for unit in units):
+            found.add("")
+    return {label: sorted(found) for label, found in values.items()}
 
 
 def namespace_owners(label_key: str, w: Window) -> Query:
@@ -393,7 +410,7 @@ def namespace_owners(label_key: str, w: Window) -> Query:
         f'max by (namespace, {ksm_label}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}'
         f"[{_d(w.length + w.max_gap)}]))"
     )
-    return Query("namespace_owners", expr, "namespaces", "namespaces", w.end + w.max_gap, ("namespace", ksm_label))
+    return Query("namespace_owners", expr, "namespaces", "namespaces", w.end + w.max_gap)
 
 
 def ksm_label_name(label_key: str) -> str:

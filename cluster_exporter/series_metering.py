@@ -210,15 +210,7 @@ async def _irregular_amounts(
             samples = list(with_value_before(samples, before.get(series_id(labels)), w))
         add_raw_series(totals, wanted, labels, samples, w)
 
-    for chunk in q.raw_chunks(ordered, max_length, RAW_UNITS_PER_QUERY):
-        matchers: dict[str, set[str]] = {}
-        for key in chunk:
-            for label, value in key:
-                matchers.setdefault(label, set()).add(value)
-        for label, values in matchers.items():
-            if any(label not in dict(key) for key in chunk):
-                values.add("")  # a unit without this label must still match (absent == "")
-        by_label = {k: sorted(v) for k, v in matchers.items()}
+    for _, by_label in q.raw_chunks(ordered, max_length, RAW_UNITS_PER_QUERY):
         before.clear()
         if meter.kind == "counter":
             lookback = q.raw_lookback_query(meter, w, by_label)

@@ -280,9 +280,11 @@ def test_raw_fetches_are_split_to_fit_the_query_length_and_match_values_literall
     meter = Meter("cpu_hours", "counter", 'container_cpu_usage_seconds_total{container!=""}')
     units = [(("namespace", f"ns-{i % 50}"), ("pod", f"pod-{i:05d}-{'x' * (i % 40)}")) for i in range(3000)]
     chunks = raw_chunks(units, 4096, 1000)
-    assert [u for chunk in chunks for u in chunk] == units
-    for chunk in chunks:
+    assert [u for chunk, _ in chunks for u in chunk] == units
+    for chunk, matchers in chunks:
         assert len(chunk) <= 1000
-        matchers = {label: sorted({dict(u)[label] for u in chunk}) for label in ("namespace", "pod")}
+        assert matchers == {label: sorted({dict(u)[label] for u in chunk}) for label in ("namespace", "pod")}
         assert len(raw_samples_query(meter, W, matchers).expr) <= 4096
+    mixed = raw_chunks([(("namespace", "a"), ("pod", "p")), (("namespace", "b"),)], 4096, 1000)
+    assert mixed[0][1] == {"namespace": ["a", "b"], "pod": ["", "p"]}, "a unit without a label matches it absent"
     assert len(raw_chunks(units, 16 * 1024 * 1024, 1000)) == 3
