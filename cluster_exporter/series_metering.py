@@ -24,6 +24,7 @@ from .accounting import (
     gauge_end,
     gauge_start,
     series_id,
+    unit_key,
     with_value_before,
 )
 from .errors import PrometheusError
@@ -205,10 +206,13 @@ async def _irregular_amounts(
     def on_before(labels: dict[str, str], value: float) -> None:
         before[series_id(labels)] = value
 
+    found: set[tuple[tuple[str, str], ...]] = set()
+
     def on_series(labels: dict[str, str], samples: list[tuple[float, float]]) -> None:
         if meter.kind == "counter":
             samples = list(with_value_before(samples, before.get(series_id(labels)), w))
         add_raw_series(totals, wanted, labels, samples, w)
+        found.add(unit_key(meter, labels))
 
     for _, by_label in q.raw_chunks(ordered, max_length, RAW_UNITS_PER_QUERY):
         before.clear()
@@ -217,4 +221,11 @@ async def _irregular_amounts(
             await prometheus.fold_vector(lookback.name, lookback.expr, lookback.at, on_before)
         query = q.raw_samples_query(meter, w, by_label)
         await prometheus.fold_matrix(query.name, query.expr, query.at, on_series)
+    # every irregular unit was seen in or around the window: if its raw samples did not come
+    # back, it would be billed zero for a failed fetch
+    if missing := wanted - found:
+        raise PrometheusError(
+            f"meter {meter.name}: the raw samples of {len(missing)} irregular series did not come back "
+            f"(e.g. {dict(min(missing))}); refusing to bill them zero"
+        )
     return totals.amounts()

@@ -188,3 +188,23 @@ async def test_a_pod_whose_network_shows_only_on_the_pause_container(
     _assert_matches_truth(report, truth, ("network_bytes_sent", "network_bytes_received"))
     assert truth["cust_globex"]["network_bytes_sent"] > 0
     assert any(n.startswith("network_bytes_sent_raw") for n in names), "the pause-only pod is metered raw"
+
+
+async def test_irregular_series_whose_raw_samples_do_not_come_back_fail_the_window(
+    settings: Settings, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A raw-sample fetch that answers without some irregular series (an engine dropping them, a
+    matcher gone wrong) must not bill them zero."""
+    from dataclasses import astuple
+
+    from cluster_exporter.errors import PrometheusError
+
+    real = q.raw_samples_query
+
+    def missing_one(meter: q.Meter, w: q.Window, matchers: dict[str, list[str]]) -> q.Query:
+        query = real(meter, w, matchers)
+        return q.Query(query.name, query.expr.replace("}[", ',namespace!="acme-prod"}[', 1), *astuple(query)[2:])
+
+    monkeypatch.setattr(q, "raw_samples_query", missing_one)
+    with pytest.raises(PrometheusError, match="did not come back"):
+        await _report(settings, hour_windows(cluster)[1][1])
