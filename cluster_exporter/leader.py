@@ -15,13 +15,13 @@ the standby takes over at its next try instead of after a full lease duration.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from . import kube_api
 from .errors import clip
 from .metrics import ExporterMetrics
 
@@ -92,22 +92,25 @@ class LeaseElector:
         """lease <namespace>/<name>."""
         return f"lease {self.namespace}/{self.name}"
 
-    def _coordination(self) -> Any:
-        from kubernetes import client
-
+    def _client(self) -> Any:
         if self._api is None:
-            self._api = client.CoordinationV1Api(self.api_client_factory())
+            self._api = self.api_client_factory()
         return self._api
 
-    def _request(self, operation: str, fn: Callable[..., Any], *args: Any) -> dict[str, Any] | int:
+    def _url(self, *name: str) -> str:
+        return kube_api.path("/apis/coordination.k8s.io/v1/namespaces", self.namespace, "leases", *name)
+
+    def _request(
+        self, operation: str, method: str, url: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any] | int:
         """The answer's JSON, or the HTTP status of a refusal (404, 409); other failures raise OSError."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
-            resp = fn(*args, _preload_content=False, _request_timeout=max(1.0, self.renew_deadline / 2))
+            answer = kube_api.request(self._client(), method, url, body=body, timeout=max(1.0, self.renew_deadline / 2))
             self.reachable, self.last_error = True, None
-            return dict(json.loads(resp.data))
+            return answer
         except ApiException as exc:
             self.reachable = True
             if exc.status in (404, 409):
@@ -137,9 +140,8 @@ class LeaseElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round (blocking): True if we hold the Lease afterwards. Raises OSError when the API fails."""
-        api = self._coordination()
         started = self.monotonic()
-        lease = self._request("get_lease", api.read_namespaced_lease, self.name, self.namespace)
+        lease = self._request("get_lease", "GET", self._url(self.name))
         if lease == 404:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -147,7 +149,7 @@ class LeaseElector:
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(None),
             }
-            created = self._request("create_lease", api.create_namespaced_lease, self.namespace, body)
+            created = self._request("create_lease", "POST", self._url(), body)
             return self._held(created, started)
         assert isinstance(lease, dict)
         spec = lease.get("spec") or {}
@@ -160,7 +162,7 @@ class LeaseElector:
             if holder and started < self._observed_at + duration:
                 return False
         lease["spec"] = self._spec(spec)  # metadata keeps the resourceVersion we read: a racing writer gets 409
-        updated = self._request("update_lease", api.replace_namespaced_lease, self.name, self.namespace, lease)
+        updated = self._request("update_lease", "PUT", self._url(self.name), lease)
         return self._held(updated, started)
 
     def _held(self, answer: dict[str, Any] | int, started: float) -> bool:
@@ -231,12 +233,11 @@ class LeaseElector:
         self._valid_until = 0.0
 
         def work() -> None:
-            api = self._coordination()
-            lease = self._request("get_lease", api.read_namespaced_lease, self.name, self.namespace)
+            lease = self._request("get_lease", "GET", self._url(self.name))
             if not isinstance(lease, dict) or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             lease["spec"].update(holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time(self.wall()))
-            self._request("update_lease", api.replace_namespaced_lease, self.name, self.namespace, lease)
+            self._request("update_lease", "PUT", self._url(self.name), lease)
 
         try:
             await asyncio.to_thread(work)

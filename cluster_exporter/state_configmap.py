@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import kube_api
 from .errors import clip
 from .state import DeadLetter, State, StateConflictError, StateError, StateTooLargeError, parse_index
 
@@ -80,11 +81,9 @@ class ConfigMapStore:
         """configmap/<namespace>/<name>."""
         return f"configmap {self.namespace}/{self.name}"
 
-    def _core(self) -> Any:
-        from kubernetes import client
-
+    def _client(self) -> Any:
         if self._api is None:
-            self._api = client.CoreV1Api(self.api_client_factory())
+            self._api = self.api_client_factory()
         return self._api
 
     @contextlib.contextmanager
@@ -92,13 +91,12 @@ class ConfigMapStore:
         """No lock: resourceVersion checks on every write keep two writers apart."""
         yield
 
-    def _call(self, operation: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, operation: str, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
         try:
-            resp = fn(*args, _preload_content=False, _request_timeout=self.request_timeout, **kwargs)
-            return dict(json.loads(resp.data))
+            return kube_api.request(self._client(), method, url, body=body, timeout=self.request_timeout)
         except ApiException as exc:
             if exc.status == 404 and operation == "get_configmap":
                 raise
@@ -118,7 +116,7 @@ class ConfigMapStore:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self._call("get_configmap", self._core().read_namespaced_config_map, self.name, self.namespace)
+            return self._call("get_configmap", "GET", self._url(self.name))
         except ApiException as exc:  # only a 404 gets here
             assert exc.status == 404
             return None
@@ -200,13 +198,15 @@ class ConfigMapStore:
             "data": data,
             "binaryData": binary,
         }
-        api = self._core()
         if self._rv is None:
-            obj = self._call("create_configmap", api.create_namespaced_config_map, self.namespace, body)
+            obj = self._call("create_configmap", "POST", self._url(), body)
         else:
             body["metadata"]["resourceVersion"] = self._rv
-            obj = self._call("update_configmap", api.replace_namespaced_config_map, self.name, self.namespace, body)
+            obj = self._call("update_configmap", "PUT", self._url(self.name), body)
         self._remember(obj)
+
+    def _url(self, *name: str) -> str:
+        return kube_api.path("/api/v1/namespaces", self.namespace, "configmaps", *name)
 
     def _remember(self, obj: dict[str, Any]) -> None:
         self._rv = obj.get("metadata", {}).get("resourceVersion")

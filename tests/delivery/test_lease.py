@@ -120,11 +120,10 @@ def test_racing_writers_one_wins_by_resource_version(kube_thread: KubeApiStandIn
     a = elector(kube_thread, tmp_path, "a", clock)
     b = elector(kube_thread, tmp_path, "b", clock)
     assert a.try_acquire_or_renew() is True
-    api = b._coordination()
-    stale = a._request("get_lease", api.read_namespaced_lease, "cluster-exporter", EXPORTER_NAMESPACE)
+    stale = a._request("get_lease", "GET", a._url("cluster-exporter"))
     assert a.try_acquire_or_renew() is True  # bumps the resourceVersion
     assert isinstance(stale, dict)
     stale["spec"]["holderIdentity"] = "b"
-    answer = b._request("update_lease", api.replace_namespaced_lease, "cluster-exporter", EXPORTER_NAMESPACE, stale)
+    answer = b._request("update_lease", "PUT", b._url("cluster-exporter"), stale)
     assert answer == 409
     assert spec(kube_thread)["holderIdentity"] == "a"
