@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/exporter_side_scale.py 100000
 
-A loopback PromQL stand-in answers every meter query with one series per namespace (boundary
-samples, window scans; every series regular) and the Kubernetes API stand-in lists N labeled
-namespaces (2 per customer), so this measures only what the exporter does: listing, parsing,
+A loopback PromQL stand-in answers every meter query with two series per namespace (two pods;
+one PVC for storage), as many as the 10,000-namespace scale cluster has (1.9 CPU series per
+namespace there), with boundary samples and window scans (every series regular), and the
+Kubernetes API stand-in lists N labeled namespaces (2 per customer), so this measures only what the exporter does: listing, parsing,
 folding, per-series arithmetic, accounting, building and printing the report. It prints wall time
 and peak RSS of `cluster-exporter report --dry-run` as a child process.
 """
@@ -34,21 +35,27 @@ def vector(rows):
 
 
 SPACING = 15.0  # the exporter's default scrape interval; horizon 22.5 s
-LABELS = [{"namespace": n, "exported_namespace": n, "pod": "p", "container": "", "interface": "eth0"} for n in names]
-bodies: dict[tuple[str, str], bytes] = {}
+PODS = [
+    {"namespace": n, "exported_namespace": n, "pod": p, "container": "", "interface": "eth0"}
+    for n in names
+    for p in ("p0", "p1")
+]
+PVCS = [{"namespace": n, "persistentvolumeclaim": "data"} for n in names]
+bodies: dict[tuple[str, str, bool], bytes] = {}
 
 
-def answer(kind: str, at: float) -> bytes:
-    """One series per namespace, regular everywhere: samples SPACING apart, halfway around each boundary."""
+def answer(kind: str, at: float, volumes: bool) -> bytes:
+    """Series regular everywhere: samples SPACING apart, halfway around each boundary."""
+    series = PVCS if volumes else PODS
     if kind == "boundary":
         t = at - SPACING * 1.5  # the boundary (evaluated at T + horizon)
         values = [[t - SPACING / 2, "100"], [t + SPACING / 2, "101"]]
-        rows = [{"metric": {"__name__": "m", **labels}, "values": values} for labels in LABELS]
+        rows = [{"metric": {"__name__": "m", **labels}, "values": values} for labels in series]
         return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": rows}}).encode()
     if kind == "views":  # every pod has its pod-level network series
         return json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
     value = {"resets": "0", "sum": "24000", "count": str(int(3600 / SPACING))}[kind]
-    rows = [{"metric": labels, "value": [at, value]} for labels in LABELS]
+    rows = [{"metric": labels, "value": [at, value]} for labels in series]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": rows}}).encode()
 
 
@@ -68,9 +75,10 @@ async def handle(request):
         ),
         "boundary",
     )
-    if (kind, at) not in bodies:
-        bodies[kind, at] = answer(kind, float(at))
-    return web.Response(body=bodies[kind, at], content_type="application/json")
+    key = (kind, at, "kubelet_volume" in q)
+    if key not in bodies:
+        bodies[key] = answer(kind, float(at), key[2])
+    return web.Response(body=bodies[key], content_type="application/json")
 
 
 url = {}

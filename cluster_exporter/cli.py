@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .allocator import fix_mmap_threshold
 from .errors import ExporterError, UsageError
 from .settings import Settings, load_settings
 
@@ -181,6 +182,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"report": 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: returns the process exit code."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
+    fix_mmap_threshold()
     try:
         args = build_parser().parse_args(argv)
         if args.command == "config-reference":

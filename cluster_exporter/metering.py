@@ -110,18 +110,21 @@ async def measure_window(
 
     async def measure(meter: q.Meter) -> None:
         async with meters_at_once:
-            result = await meter_amounts(prometheus, meter, w, amounts.intern)
-        for namespace, value in result.amounts.items():
-            amounts.add(meter.name, namespace, value)
+            result = await meter_amounts(prometheus, meter, w, amounts)
         series[meter.name] += result.series
         after_end[meter.name] += result.after_end
+
+    async def discover_live() -> dict[str, str]:
+        # keyed by the table's own namespace strings: one string per namespace in the window
+        live = await discover(settings.kubernetes)
+        return {amounts.intern(namespace): customer for namespace, customer in live.items()}
 
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
     templates = [query for shard in shards if shard.template is not None for query in q.meter_queries(shard, w)]
     everything = [*templates, *([owners_query] if owners_query is not None else [])]
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
-            live_task = group.create_task(discover(settings.kubernetes))
+            live_task = group.create_task(discover_live())
             for query in everything:
                 group.create_task(fold(query))
             for shard in shards:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import queries as q
 from .accounting import (
+    AmountTable,
     SeriesIndex,
     UnitTotals,
     add_raw_series,
@@ -35,19 +36,16 @@ RAW_UNITS_PER_QUERY = 5000
 
 @dataclass
 class MeterResult:
-    """One meter's raw amounts per namespace, and what its answers said about the data itself."""
+    """What one meter's answers said about the data itself (its amounts go into the table)."""
 
-    amounts: dict[str, float] = field(default_factory=dict)
     series: int = 0  # series with samples in the window or around its boundaries
     after_end: int = 0  # series with a sample after the window end (the window can be closed)
 
 
-async def meter_amounts(
-    prometheus: PrometheusClient, meter: q.Meter, w: q.Window, intern: Callable[[str], str] | None = None
-) -> MeterResult:
-    """{namespace: raw amount} of one selector meter over window ``w``, with its series counts.
-    ``intern`` gives the one string kept for a namespace (AmountTable.intern)."""
-    totals = UnitTotals(meter, intern)
+async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Window, into: AmountTable) -> MeterResult:
+    """Add one selector meter's raw amounts per namespace over window ``w`` into ``into``; its
+    series counts come back. Amounts are added only once every answer of the meter is in."""
+    totals = UnitTotals(meter, into.intern)
     result = MeterResult()
 
     def without_preferred_view(labels: dict[str, str], value: float) -> None:
@@ -61,10 +59,10 @@ async def meter_amounts(
         if meter.prefer is not None:
             views = q.view_fallback_query(meter, w)
             group.create_task(prometheus.fold_vector(views.name, views.expr, views.at, without_preferred_view))
-    result.amounts = totals.amounts()
     irregular = await _irregular_amounts(prometheus, meter, totals.irregular_units, w)
-    for namespace, value in irregular.items():
-        result.amounts[namespace] = result.amounts.get(namespace, 0.0) + value
+    totals.add_to(lambda namespace, amount: into.add(meter.name, namespace, amount))
+    for namespace, amount in irregular.items():
+        into.add(meter.name, namespace, amount)
     return result
 
 

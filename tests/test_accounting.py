@@ -237,6 +237,30 @@ def test_series_index_hands_each_series_out_once_and_drops_colliding_identities(
     assert index.left() == 0
 
 
+def test_series_index_sorts_in_buckets_at_scale_and_still_finds_every_series() -> None:
+    """50,000 random identities (13 sort buckets), a few sharing a first half and one stored twice:
+    every other series comes back with its own numbers, exactly once."""
+    import random
+
+    from cluster_exporter.accounting import SeriesIndex
+
+    rng = random.Random(7)
+    keys = [(rng.randrange(-(2**63), 2**63), rng.randrange(-(2**63), 2**63)) for _ in range(50_000)]
+    keys += [(keys[i][0], rng.randrange(-(2**63), 2**63)) for i in range(0, 50, 10)]  # same hi, other lo
+    keys.append(keys[123])  # one identity stored twice: dropped
+    index = SeriesIndex(1)
+    for n, key in enumerate(keys):
+        index.put(key, (float(n),))
+    index.freeze()
+    assert index.left() == len(keys) - 2
+    for n, key in enumerate(keys):
+        if key == keys[123]:
+            assert index.take(key) is None
+        else:
+            assert index.take(key) == [float(n)], n
+    assert index.left() == 0
+
+
 @pytest.mark.parametrize("seed", range(100))
 def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from_all_its_samples(seed: int) -> None:
     """The raw path reads a counter in [T0 - max_gap, T1 + horizon] plus its last value in the
