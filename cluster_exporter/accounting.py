@@ -277,14 +277,16 @@ class UnitTotals:
     ``meter.prefer`` is set, a unit counts its first preferred view only (network: pod-level
     series, else the pause container's). A unit with any series that could not be metered here
     (``irregular``) is left out entirely and listed in ``irregular_units``, for its raw samples.
-    A series costs a few dozen bytes: ids, rank and usage in flat arrays, and its namespace as a
-    reference to one shared string (``intern``, e.g. AmountTable.intern).
+    A series costs a few dozen bytes: ids and usage in flat arrays (unit id and view rank too,
+    for meters with views), and its namespace as a reference to one shared string (``intern``,
+    e.g. AmountTable.intern).
     """
 
     def __init__(self, meter: Meter, intern: Callable[[str], str] | None = None) -> None:
         self.meter = meter
         names: dict[str, str] = {}
         self._intern = intern or (lambda name: names.setdefault(name, name))
+        self._views = meter.prefer is not None and meter.unit is not None  # else unit = copy, rank 0
         self._copy_hi, self._copy_lo, self._unit = array("q"), array("q"), array("q")
         self._rank = array("b")
         self._usage = array("d")
@@ -295,8 +297,9 @@ class UnitTotals:
         """(copy id, unit id, rank of the view) of a series."""
         meter = self.meter
         copy_id = _id(_copy_key(meter, labels))
-        if meter.prefer is None or meter.unit is None:
+        if not self._views:
             return copy_id, copy_id[0], 0
+        assert meter.prefer is not None
         label, order = meter.prefer
         value = labels.get(label, "")
         return copy_id, hash(unit_key(meter, labels)), order.index(value) if value in order else len(order)
@@ -306,8 +309,9 @@ class UnitTotals:
         (hi, lo), unit_id, rank = self._ids(labels)
         self._copy_hi.append(hi)
         self._copy_lo.append(lo)
-        self._unit.append(unit_id)
-        self._rank.append(rank)
+        if self._views:
+            self._unit.append(unit_id)
+            self._rank.append(rank)
         self._usage.append(usage)
         self._namespace.append(self._intern(labels.get(self.meter.namespace_label, "")))
 
@@ -324,9 +328,10 @@ class UnitTotals:
     def add_to(self, add: Callable[[str, float], None]) -> None:
         """``add(namespace, usage)`` for every counted series of the units with no irregular
         series (the caller sums), building no per-namespace table of its own."""
-        hi, lo, usage, ranks = self._copy_hi, self._copy_lo, self._usage, self._rank
+        hi, lo, usage = self._copy_hi, self._copy_lo, self._usage
+        units, ranks = (self._unit, self._rank) if self._views else (hi, None)
         order = _rows_by(hi)  # copies are adjacent (equal hi)
-        copies: list[int] = []  # one row per copy, holding the max usage of its duplicates
+        copies = array("q")  # one row per copy, holding the max usage of its duplicates
         group: dict[int, int] = {}  # lo -> row, among the rows of the current hi
         for i in order:
             if copies and hi[copies[-1]] != hi[i]:
@@ -339,14 +344,14 @@ class UnitTotals:
             copies.append(i)
         del order
         best_rank: dict[int, int] = {}  # unit -> its preferred view present (only views have ranks)
-        if self.meter.prefer is not None:
+        if ranks is not None:
             for i in copies:
-                unit, rank = self._unit[i], ranks[i]
+                unit, rank = units[i], ranks[i]
                 if rank < best_rank.get(unit, rank + 1):
                     best_rank[unit] = rank
         for i in copies:
-            unit = self._unit[i]
-            if unit not in self.irregular_units and best_rank.get(unit, 0) == ranks[i]:
+            unit = units[i]
+            if unit not in self.irregular_units and (ranks is None or best_rank[unit] == ranks[i]):
                 add(self._namespace[i], usage[i])
 
 

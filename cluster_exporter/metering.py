@@ -21,6 +21,12 @@ from .series_metering import meter_amounts
 from .settings import KubernetesSettings, Settings
 
 CPU = "cpu_hours"
+# prometheus.meters_at_once = "auto": one meter at a time until discovery has counted the labeled
+# namespaces, then this many unless there are more than LARGE_CLUSTER. bench/exporter_side_scale.py
+# (two series per namespace): 103 MiB at 50,000 namespaces with 3 meters at once; at 100,000,
+# 143 MiB with 3 and 120 MiB with 1.
+AUTO_METERS_AT_ONCE = 3
+LARGE_CLUSTER = 50_000
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 
@@ -89,7 +95,8 @@ async def measure_window(
     amounts = AmountTable([meter.name for meter in meters])
     historical: dict[str, str] = {}
     ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
-    meters_at_once = asyncio.Semaphore(settings.prometheus.meters_at_once)
+    at_once = settings.prometheus.meters_at_once
+    meters_at_once = asyncio.Semaphore(1 if at_once == "auto" else at_once)
 
     async def fold(query: q.Query) -> None:
         if query.role == "namespaces":
@@ -117,6 +124,9 @@ async def measure_window(
     async def discover_live() -> dict[str, str]:
         # keyed by the table's own namespace strings: one string per namespace in the window
         live = await discover(settings.kubernetes)
+        if at_once == "auto" and len(live) <= LARGE_CLUSTER:
+            for _ in range(AUTO_METERS_AT_ONCE - 1):
+                meters_at_once.release()  # small enough for more meters at once
         return {amounts.intern(namespace): customer for namespace, customer in live.items()}
 
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None

@@ -96,13 +96,26 @@ class PrometheusSettings(_Group):
     url: HttpUrl = Field("http://prometheus:9090", description="Base URL of Prometheus or a PromQL-compatible engine.")
     timeout: Duration = Field(timedelta(seconds=60), description="Timeout of one PromQL HTTP request.")
     max_concurrency: int = Field(4, ge=1, le=64, description="PromQL requests in flight at once.")
-    meters_at_once: int = Field(
-        3,
-        ge=1,
-        le=16,
+    meters_at_once: int | Literal["auto"] = Field(
+        "auto",
         description="Meters measured at the same time. Each holds a few dozen bytes per series while it is "
-        "measured: lower it to save memory at 100,000 namespaces, raise it for speed.",
+        'measured. "auto": 3, or 1 on clusters with more than 50,000 labeled namespaces (to stay within '
+        "128 MiB); a number overrides it.",
     )
+
+    @field_validator("meters_at_once", mode="before")
+    @classmethod
+    def _auto_or_1_to_16(cls, value: Any) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            number = 0
+        if not 1 <= number <= 16 or isinstance(value, bool | float):
+            raise ValueError(f'must be "auto" or a whole number from 1 to 16, not {value!r}')
+        return number
+
     compression: bool = Field(
         False,
         description="Ask for gzip-compressed answers: less traffic to a remote engine, more CPU on both ends "

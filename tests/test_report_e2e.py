@@ -208,3 +208,36 @@ async def test_irregular_series_whose_raw_samples_do_not_come_back_fail_the_wind
     monkeypatch.setattr(q, "raw_samples_query", missing_one)
     with pytest.raises(PrometheusError, match="did not come back"):
         await _report(settings, hour_windows(cluster)[1][1])
+
+
+@pytest.mark.parametrize(("namespaces", "expected"), [(10, 3), (50_001, 1)])
+async def test_meters_at_once_auto_measures_one_meter_at_a_time_on_large_clusters(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, namespaces: int, expected: int
+) -> None:
+    """"auto" holds one meter's per-series numbers at a time above 50,000 labeled namespaces
+    (the 128 MiB limit at 100,000), three below."""
+    import asyncio
+
+    from cluster_exporter import metering
+    from cluster_exporter.series_metering import MeterResult
+
+    assert settings.prometheus.meters_at_once == "auto"
+    running, most = 0, 0
+
+    async def fake_meter(prometheus: object, meter: q.Meter, w: q.Window, into: object) -> MeterResult:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+        running -= 1
+        return MeterResult(series=1, after_end=1)
+
+    async def discover(_: object) -> dict[str, str]:
+        return {f"tenant-{i}": f"c{i}" for i in range(namespaces)}
+
+    monkeypatch.setattr(metering, "meter_amounts", fake_meter)
+    async with PrometheusClient(settings.prometheus) as prom:
+        report = await measure_window(settings, datetime(2025, 11, 20, 2, tzinfo=UTC), LATER, prom, discover)
+    assert len(report.usage) == namespaces
+    assert most == expected
