@@ -5,9 +5,10 @@
 A loopback PromQL stand-in answers every meter query with two series per namespace (two pods;
 one PVC for storage), as many as the 10,000-namespace scale cluster has (1.9 CPU series per
 namespace there), with boundary samples and window scans (every series regular), and the
-Kubernetes API stand-in lists N labeled namespaces (2 per customer), so this measures only what the exporter does: listing, parsing,
-folding, per-series arithmetic, accounting, building and printing the report. It prints wall time
-and peak RSS of `cluster-exporter report --dry-run` as a child process.
+Kubernetes API stand-in lists N labeled namespaces (2 per customer), so this measures only what
+the exporter does: listing, parsing, folding, per-series arithmetic, accounting, building and
+printing the report. It prints wall time and peak RSS of `cluster-exporter report --dry-run` as a
+child process.
 """
 
 import asyncio
