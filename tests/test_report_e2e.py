@@ -214,8 +214,8 @@ async def test_irregular_series_whose_raw_samples_do_not_come_back_fail_the_wind
 async def test_meters_at_once_auto_measures_one_meter_at_a_time_on_large_clusters(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, namespaces: int, expected: int
 ) -> None:
-    """"auto" holds one meter's per-series numbers at a time above 50,000 labeled namespaces
-    (the 128 MiB limit at 100,000), three below."""
+    """meters_at_once "auto" holds one meter's per-series numbers at a time above 50,000 labeled
+    namespaces (the 128 MiB limit at 100,000), three below."""
     import asyncio
 
     from cluster_exporter import metering
