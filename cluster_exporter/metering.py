@@ -23,8 +23,8 @@ from .settings import KubernetesSettings, Settings
 CPU = "cpu_hours"
 # prometheus.meters_at_once = "auto": one meter at a time until discovery has counted the labeled
 # namespaces, then this many unless there are more than LARGE_CLUSTER. bench/exporter_side_scale.py
-# (two series per namespace): 103 MiB at 50,000 namespaces with 3 meters at once; at 100,000,
-# 143 MiB with 3 and 120 MiB with 1.
+# (two series per namespace): 103 to 108 MiB at 50,000 namespaces with 3 meters at once; at 100,000,
+# 142 to 144 MiB with 3 and 117 to 121 MiB with 1.
 AUTO_METERS_AT_ONCE = 3
 LARGE_CLUSTER = 50_000
 
@@ -88,8 +88,6 @@ async def measure_window(
     w = make_window(settings, start, end)
     meters = all_meters(settings)
     by_meter = {meter.name: meter for meter in meters}
-    split = settings.prometheus.query_split
-    shards = [shard for meter in meters for shard in q.shard_meters(meter, split)]
     # Each answer is folded into these while it is parsed: a window holds one row of amounts per
     # namespace, and per-series numbers only for the meters being measured at the moment.
     amounts = AmountTable([meter.name for meter in meters])
@@ -129,12 +127,17 @@ async def measure_window(
                 meters_at_once.release()  # small enough for more meters at once
         return {amounts.intern(namespace): customer for namespace, customer in live.items()}
 
+    listed: dict[str, str] | None = None
+    if settings.prometheus.query_split > 1:  # shards are cut along the namespace names in use
+        listed = await discover_live()
+    patterns = q.namespace_shards(list(listed or ()), settings.prometheus.query_split)
+    shards = [shard for meter in meters for shard in q.shard_meters(meter, patterns)]
     owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
     templates = [query for shard in shards if shard.template is not None for query in q.meter_queries(shard, w)]
     everything = [*templates, *([owners_query] if owners_query is not None else [])]
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
-            live_task = group.create_task(discover_live())
+            live_task = group.create_task(discover_live()) if listed is None else None
             for query in everything:
                 group.create_task(fold(query))
             for shard in shards:
@@ -142,7 +145,8 @@ async def measure_window(
                     group.create_task(measure(shard))
     except BaseExceptionGroup as failures:
         raise _first_exporter_error(failures) from None
-    live = live_task.result()
+    live = live_task.result() if live_task is not None else listed
+    assert live is not None
 
     # What the meters' own answers say about the data: CPU series are the pulse of a cluster.
     if not series[CPU]:

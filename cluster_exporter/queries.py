@@ -25,6 +25,7 @@ No query uses ``@``: each is evaluated at its own time, which VictoriaMetrics al
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -163,29 +164,62 @@ def custom_meters(settings: MeteringSettings) -> list[Meter]:
     return out
 
 
-NAMESPACE_FIRST_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyz"
+SHARD_POSITIONS = 16  # characters from the end of a namespace name that a split may test
+SHARD_SAMPLE = 10_000  # names looked at to choose the position and groups
 
 
-def shard_meters(meter: Meter, shards: int) -> list[Meter]:
-    """``meter`` split into ``shards`` meters over disjoint sets of namespaces (by first character).
+def namespace_shards(names: Sequence[str], shards: int) -> list[str]:
+    """Regexes splitting namespace values into at most ``shards`` disjoint sets that together
+    match every value (any string), balanced over ``names``, the namespaces in use.
 
-    Namespace names start with a lowercase letter or a digit; the last shard also takes every
-    other value (including none), so the shards together select exactly the meter's series.
+    Each tests one character, counted from the end, at the position where ``names`` differ
+    most, so a common prefix (``tenant-``) or suffix (``-prod``) does not put every namespace in
+    one shard. That position's characters are dealt into groups, most frequent first, each to
+    the lightest group. The last regex takes everything the others do not: other characters at
+    that position, and values too short to have it. [] when ``names`` cannot be split.
     """
-    if shards <= 1 or meter.template is not None:
+    if shards <= 1 or not names:
+        return []
+    sample = names[:: max(1, len(names) // SHARD_SAMPLE)]
+    best: tuple[int, int, list[list[str]]] | None = None  # (largest shard, position, groups)
+    for position in range(1, SHARD_POSITIONS + 1):
+        counts = Counter(name[-position] for name in sample if len(name) >= position)
+        groups: list[list[str]] = [[] for _ in range(shards)]
+        totals = [0] * shards
+        totals[-1] = len(sample) - sum(counts.values())  # too short: the last shard's
+        for char, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            lightest = min(range(shards), key=totals.__getitem__)
+            groups[lightest].append(char)
+            totals[lightest] += count
+        if best is None or max(totals) < best[0]:
+            best = (max(totals), position, groups)
+    assert best is not None
+    largest, position, groups = best
+    named = [sorted(group) for group in groups[:-1] if group]
+    if not named or largest == len(sample):
+        return []  # the same everywhere: nothing to split on
+    after = f".{{{position - 1}}}" if position > 1 else ""
+    patterns = [f".*[{_class(group)}]{after}" for group in named]
+    others = _class(sorted(c for group in named for c in group))
+    shorter = f".{{0,{position - 1}}}" if position > 1 else ""
+    patterns.append(f".*[^{others}]{after}|{shorter}")
+    return patterns
+
+
+def _class(chars: Sequence[str]) -> str:
+    """Characters inside a PromQL regex bracket expression, each taken literally."""
+    return _string_escape("".join(c if c.isalnum() else "\\" + c for c in chars))
+
+
+def shard_meters(meter: Meter, patterns: Sequence[str]) -> list[Meter]:
+    """``meter`` split into one meter per namespace pattern (``namespace_shards``): disjoint
+    sets of namespace values that together select exactly the meter's series."""
+    if len(patterns) <= 1 or meter.template is not None:
         return [meter]
-    chars = NAMESPACE_FIRST_CHARACTERS
-    size = -(-len(chars) // shards)
-    groups = [chars[i : i + size] for i in range(0, len(chars), size)]
-    out = []
-    for i, group in enumerate(groups):
-        pattern = f"[{group}].*"
-        if i == len(groups) - 1:
-            pattern += f"|[^{chars}].*|"
-        matcher = f'{meter.namespace_label}=~"{pattern}"'
-        selector = with_matchers(meter.selector, matcher)
-        out.append(replace(meter, selector=selector, shard=f"s{i}"))
-    return out
+    return [
+        replace(meter, selector=with_matchers(meter.selector, f'{meter.namespace_label}=~"{pattern}"'), shard=f"s{i}")
+        for i, pattern in enumerate(patterns)
+    ]
 
 
 def _custom(m: CustomMeter, scale: float) -> Meter:

@@ -137,8 +137,9 @@ class PrometheusSettings(_Group):
         1,
         ge=1,
         le=36,
-        description="Split each meter's queries into this many shards by namespace (for engines with a limit "
-        "on the series or samples one query may load); the shards' answers are summed.",
+        description="Split each meter's queries into up to this many shards by namespace (for engines with a "
+        "limit on the series or samples one query may load); the shards' answers are summed. The namespaces are "
+        "listed first and cut at the character where their names differ most (a shared prefix or suffix is skipped).",
     )
     max_query_length: int = Field(
         256 * 1024,

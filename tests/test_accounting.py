@@ -312,3 +312,37 @@ def test_raw_fetches_are_split_to_fit_the_query_length_and_match_values_literall
     mixed = raw_chunks([(("namespace", "a"), ("pod", "p")), (("namespace", "b"),)], 4096, 1000)
     assert mixed[0][1] == {"namespace": ["a", "b"], "pod": ["", "p"]}, "a unit without a label matches it absent"
     assert len(raw_chunks(units, 16 * 1024 * 1024, 1000)) == 3
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [f"tenant-{i:06d}" for i in range(10_000)],  # a common prefix: the first character never varies
+        [f"cust{i}-prod" for i in range(3_000)],  # a common suffix as well
+        ["acme-prod", "acme-staging", "initech", "globex-eu", "globex-us", "umbrella", "x"],
+    ],
+)
+def test_namespace_shards_are_balanced_disjoint_and_cover_every_value(names: list[str]) -> None:
+    """query_split cuts the namespaces in use into even shards whatever their naming, and the
+    shards' regexes (as Prometheus reads them: fully anchored) match every string exactly once."""
+    import re
+
+    from cluster_exporter.queries import namespace_shards
+
+    patterns = namespace_shards(names, 4)
+    regexes = [re.compile(re.sub(r"\\(.)", r"\1", p)) for p in patterns]  # the PromQL string's escapes
+    assert 2 <= len(regexes) <= 4
+    others = ["", "a", "-", "x]y", 'q"x', "back\\slash", "é", "UPPER", "tenant-", "a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q"]
+    for value in names + others:
+        assert sum(bool(r.fullmatch(value)) for r in regexes) == 1, value
+    sizes = [sum(bool(r.fullmatch(n)) for n in names) for r in regexes]
+    if len(names) > 100:
+        assert len(regexes) == 4 and max(sizes) <= 0.3 * len(names), sizes
+
+
+def test_namespace_shards_of_names_with_nothing_to_split_on() -> None:
+    from cluster_exporter.queries import namespace_shards
+
+    assert namespace_shards(["aaa"] * 5, 4) == []
+    assert namespace_shards([], 4) == []
+    assert namespace_shards(["a", "b"], 1) == []
