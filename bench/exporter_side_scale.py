@@ -9,6 +9,11 @@ Kubernetes API stand-in lists N labeled namespaces (2 per customer), so this mea
 the exporter does: listing, parsing, folding, per-series arithmetic, accounting, building and
 printing the report. It prints wall time and peak RSS of `cluster-exporter report --dry-run` as a
 child process.
+
+    .venv/bin/python bench/exporter_side_scale.py 100000 --windows 4
+
+measures K windows one after another in one child process instead, as `run` does through the
+hours, and prints the RSS after each: memory must not grow from window to window.
 """
 
 import asyncio
@@ -27,6 +32,35 @@ from aiohttp import web
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 
 N = int(sys.argv[1])
+WINDOWS = int(sys.argv[sys.argv.index("--windows") + 1]) if "--windows" in sys.argv else 0
+# The child for --windows: measure_window K times in one process (what `run` does hour by hour).
+CONSECUTIVE = """
+import asyncio, sys
+from datetime import UTC, datetime
+import psutil
+from cluster_exporter.allocator import fix_mmap_threshold
+from cluster_exporter.metering import measure_window
+from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.settings import load_settings
+
+fix_mmap_threshold()  # as cli.main does
+
+
+async def main(k):
+    settings = load_settings({})
+    async with PrometheusClient(settings.prometheus) as prometheus:
+        for i in range(k):
+            report = await measure_window(
+                settings, datetime(2025, 11, 20, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC), prometheus
+            )
+            customers = len(report.usage)
+            del report
+            rss = psutil.Process().memory_info().rss / 2**20
+            print(f"window {i + 1}: {customers} customers, RSS after it {rss:.1f} MiB", file=sys.stderr, flush=True)
+
+
+asyncio.run(main(int(sys.argv[1])))
+"""
 names = [f"tenant-{i:06d}" for i in range(N)]
 ns_body = None
 
@@ -112,8 +146,9 @@ env = {
     "METERING_NAMESPACE_LABELS_METRIC": "false",
 }
 t = time.time()
+command = [sys.executable, "-m", "cluster_exporter.cli", "report", "--dry-run", "--window-end", "2025-11-20T02:00:00Z"]
 p = subprocess.Popen(
-    [sys.executable, "-m", "cluster_exporter.cli", "report", "--dry-run", "--window-end", "2025-11-20T02:00:00Z"],
+    [sys.executable, "-c", CONSECUTIVE, str(WINDOWS)] if WINDOWS else command,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     env=env,
@@ -131,5 +166,9 @@ while p.poll() is None:
 time.sleep(0.5)
 err = p.stderr.read().decode()
 size = len(out[0]) if out else 0
-print(f"namespaces {N}: exit {p.returncode}, {time.time() - t:.1f}s, peak RSS {peak / 2**20:.1f} MiB (limit 128 MiB)")
-print(f"report {size} bytes {err[-300:]}")
+what = f"{WINDOWS} windows in one process" if WINDOWS else "one window"
+print(
+    f"namespaces {N}, {what}: exit {p.returncode}, {time.time() - t:.1f}s, "
+    f"peak RSS {peak / 2**20:.1f} MiB (limit 128 MiB)"
+)
+print(err[-600:] if WINDOWS else f"report {size} bytes {err[-300:]}")
