@@ -248,9 +248,8 @@ class SeriesIndex:
         order = _unique_order(self._hi, self._lo)
         self._hi = array("q", map(self._hi.__getitem__, order))
         self._lo = array("q", map(self._lo.__getitem__, order))
-        for c, column in enumerate(self._values):
+        for c, column in enumerate(self._values):  # each old column is freed before the next is built
             self._values[c] = array("d", map(column.__getitem__, order))
-            del column
         self._taken = bytearray(len(order))
 
     def take(self, key: tuple[int, int]) -> list[float] | None:
