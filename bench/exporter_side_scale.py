@@ -26,10 +26,12 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 from aiohttp import web
 
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale_report import peak_rss_until_exit
 
 N = int(sys.argv[1])
 WINDOWS = int(sys.argv[sys.argv.index("--windows") + 1]) if "--windows" in sys.argv else 0
@@ -153,22 +155,9 @@ p = subprocess.Popen(
     stderr=subprocess.PIPE,
     env=env,
 )
-proc = psutil.Process(p.pid)
-peak = 0
-out = []
-threading.Thread(target=lambda: out.append(p.stdout.read()), daemon=True).start()
-while p.poll() is None:
-    try:
-        peak = max(peak, proc.memory_info().rss)
-    except psutil.NoSuchProcess:
-        break
-    time.sleep(0.01)
-time.sleep(0.5)
-err = p.stderr.read().decode()
-size = len(out[0]) if out else 0
+peak, out = peak_rss_until_exit(p)
+err = p.stderr.read().decode()  # type: ignore[union-attr]
+size = len(out or b"")
 what = f"{WINDOWS} windows in one process" if WINDOWS else "one window"
-print(
-    f"namespaces {N}, {what}: exit {p.returncode}, {time.time() - t:.1f}s, "
-    f"peak RSS {peak / 2**20:.1f} MiB (limit 128 MiB)"
-)
+print(f"namespaces {N}, {what}: exit {p.returncode}, {time.time() - t:.1f}s, peak RSS {peak:.1f} MiB (limit 128 MiB)")
 print(err[-600:] if WINDOWS else f"report {size} bytes {err[-300:]}")

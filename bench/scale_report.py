@@ -31,6 +31,7 @@ import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -116,10 +117,21 @@ def run_exporter(prom_url: str, kubeconfig: Path) -> tuple[float, float, dict[st
         text=True,
         env=env,
     )
+    peak, out = peak_rss_until_exit(proc)
+    seconds = time.monotonic() - started
+    stderr = proc.stderr.read() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"exporter failed ({proc.returncode}): {stderr.strip()}")
+    return seconds, peak, json.loads(out)
+
+
+def peak_rss_until_exit(proc: subprocess.Popen[Any]) -> tuple[float, Any]:
+    """(peak RSS in MiB, everything written to stdout) of a child started with stdout=PIPE: its
+    RSS sampled every 10 ms until it exits, its stdout read meanwhile so it never blocks."""
     watched = psutil.Process(proc.pid)
     peak = 0
-    out_chunks: list[str] = []
-    reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    out: list[Any] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
     reader.start()
     while proc.poll() is None:
         try:
@@ -128,11 +140,7 @@ def run_exporter(prom_url: str, kubeconfig: Path) -> tuple[float, float, dict[st
             break
         time.sleep(0.01)
     reader.join()
-    seconds = time.monotonic() - started
-    stderr = proc.stderr.read() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"exporter failed ({proc.returncode}): {stderr.strip()}")
-    return seconds, peak / 2**20, json.loads("".join(out_chunks))
+    return peak / 2**20, out[0] if out else None
 
 
 def check(report: dict[str, object], truth: dict[str, dict[str, float]]) -> tuple[int, int, float, str]:
