@@ -89,8 +89,6 @@ def answer(kind: str, at: float, volumes: bool) -> bytes:
         values = [[t - SPACING / 2, "100"], [t + SPACING / 2, "101"]]
         rows = [{"metric": {"__name__": "m", **labels}, "values": values} for labels in series]
         return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": rows}}).encode()
-    if kind == "views":  # every pod has its pod-level network series
-        return json.dumps({"status": "success", "data": {"resultType": "vector", "result": []}}).encode()
     value = {"resets": "0", "sum": "24000", "count": str(int(3600 / SPACING))}[kind]
     rows = [{"metric": labels, "value": [at, value]} for labels in series]
     return json.dumps({"status": "success", "data": {"resultType": "vector", "result": rows}}).encode()
@@ -106,7 +104,6 @@ async def handle(request):
                 ("resets", "resets("),
                 ("sum", "sum_over_time("),
                 ("count", "count_over_time("),
-                ("views", "count by ("),
             )
             if q.startswith(f)
         ),

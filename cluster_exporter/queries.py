@@ -11,7 +11,9 @@ per-series arithmetic is done by ``accounting`` from them:
   edge pieces, need nothing else);
 - one scan of the whole window per series: ``resets()`` for a counter (a counter without resets
   used B(T1) - B(T0)), ``sum_over_time()`` and ``count_over_time()`` for a gauge (the trapezoids
-  between evenly spaced samples have a closed form in their sum and count).
+  between evenly spaced samples have a closed form in their sum and count). For a meter with
+  views, the scan that decides each series also returns the other views of units without the
+  preferred one.
 
 A series these cannot meter exactly (a reset, a start or stop inside the window, a scrape gap,
 a sample missing) is irregular: its raw samples over everything the window reads are fetched by
@@ -26,7 +28,7 @@ No query uses ``@``: each is evaluated at its own time, which VictoriaMetrics al
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -258,7 +260,7 @@ def with_matchers(selector: str, matchers: str) -> str:
     return f"{selector}{{{matchers}}}"
 
 
-Role = Literal["boundary0", "boundary1", "resets", "sum", "count", "views", "custom", "raw", "namespaces"]
+Role = Literal["boundary0", "boundary1", "resets", "sum", "count", "custom", "raw", "namespaces"]
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,8 @@ def _read_span(w: Window) -> str:
 
 def metered_selector(meter: Meter) -> str:
     """The series the per-series queries read: for a meter with views, only the preferred view
-    (units without it are found by view_fallback_query and metered from raw samples)."""
+    (units without it show up in the window scan, ``_with_other_views``, and are metered from raw
+    samples)."""
     if meter.prefer is None:
         return meter.selector
     label, values = meter.prefer
@@ -297,23 +300,6 @@ def _string_escape(value: str) -> str:
 
 def _quote(value: str) -> str:
     return '"' + _string_escape(value) + '"'
-
-
-def view_fallback_query(meter: Meter, w: Window) -> Query:
-    """The units of a meter with views that have series in or around the window but none of the
-    preferred view (network: pods with no pod-level series, only the pause container's)."""
-    assert meter.prefer is not None and meter.unit is not None
-    label, values = meter.prefer
-    span, unit = _read_span(w), ", ".join(meter.unit)
-    others = with_matchers(meter.selector, f"{label}!={_quote(values[0])}")
-    return Query(
-        _name(meter, "views"),
-        f"count by ({unit}) (count_over_time({others}[{span}]))"
-        f" unless on({unit}) count by ({unit}) (count_over_time({metered_selector(meter)}[{span}]))",
-        meter.name,
-        "views",
-        w.end + w.horizon,
-    )
 
 
 def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
@@ -330,12 +316,14 @@ def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
 
 def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
     """One value per series over the window: resets() of a counter over everything B(T0) and
-    B(T1) read, or a gauge's sum and count of samples in (T0, T1]."""
+    B(T1) read, or a gauge's sum and count of samples in (T0, T1]. The last of them, which
+    decides each series, also answers for the units that have only other views."""
     if meter.kind == "counter":
+        span = _read_span(w)
         return [
             Query(
                 _name(meter, "resets"),
-                f"resets({metered_selector(meter)}[{_read_span(w)}])",
+                _with_other_views(meter, lambda sel: f"resets({sel}[{span}])"),
                 meter.name,
                 "resets",
                 w.end + w.horizon,
@@ -346,12 +334,27 @@ def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
         Query(_name(meter, "sum"), f"sum_over_time({metered_selector(meter)}[{inner}])", meter.name, "sum", w.end),
         Query(
             _name(meter, "count"),
-            f"count_over_time({metered_selector(meter)}[{inner}])",
+            _with_other_views(meter, lambda sel: f"count_over_time({sel}[{inner}])"),
             meter.name,
             "count",
             w.end,
         ),
     ]
+
+
+def _with_other_views(meter: Meter, scan: Callable[[str], str]) -> str:
+    """``scan`` of the metered series, and for a meter with views, ``or`` the same scan of the
+    other views of units that have no preferred view in it (network: pods with only the pause
+    container's series). Such a series has no boundary answer, so it is irregular and its unit
+    is metered from raw samples. One query instead of a separate lookup of those units, which
+    selected both views once more: a third less Prometheus time for a network meter."""
+    preferred = scan(metered_selector(meter))
+    if meter.prefer is None:
+        return preferred
+    assert meter.unit is not None
+    label, values = meter.prefer
+    others = with_matchers(meter.selector, f"{label}!={_quote(values[0])}")
+    return f"{preferred} or on({', '.join(meter.unit)}) {scan(others)}"
 
 
 def meter_queries(meter: Meter, w: Window) -> list[Query]:
@@ -361,8 +364,7 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
             window=_d(w.length), window_start=_t(w.start), window_end=_t(w.end), namespace_label=meter.namespace_label
         )
         return [Query(meter.name, expr, meter.name, "custom", w.end + w.max_gap)]
-    views = [view_fallback_query(meter, w)] if meter.prefer is not None else []
-    return [boundary_query(meter, w, 0), boundary_query(meter, w, 1), *window_scan_queries(meter, w), *views]
+    return [boundary_query(meter, w, 0), boundary_query(meter, w, 1), *window_scan_queries(meter, w)]
 
 
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:

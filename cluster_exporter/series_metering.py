@@ -48,17 +48,10 @@ async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Windo
     totals = UnitTotals(meter, into.intern)
     result = MeterResult()
 
-    def without_preferred_view(labels: dict[str, str], value: float) -> None:
-        totals.irregular(labels)  # its other views are metered from raw samples
-
-    async with asyncio.TaskGroup() as group:
-        if meter.kind == "counter":
-            group.create_task(_counters(prometheus, meter, w, totals, result))
-        else:
-            group.create_task(_gauges(prometheus, meter, w, totals, result))
-        if meter.prefer is not None:
-            views = q.view_fallback_query(meter, w)
-            group.create_task(prometheus.fold_vector(views.name, views.expr, views.at, without_preferred_view))
+    if meter.kind == "counter":
+        await _counters(prometheus, meter, w, totals, result)
+    else:
+        await _gauges(prometheus, meter, w, totals, result)
     irregular = await _irregular_amounts(prometheus, meter, totals.irregular_units, w)
     totals.add_to(lambda namespace, amount: into.add(meter.name, namespace, amount))
     for namespace, amount in irregular.items():
@@ -132,7 +125,7 @@ async def _counters(
         start, end = starts.take(key), ends.take(key)
         if resets == 0 and start is not None and end is not None:
             totals.add(labels, end[0] - start[0])
-        else:
+        else:  # a reset, a start or stop inside the window, or another view (no boundary answers)
             totals.irregular(labels)
 
     result.series += await prometheus.fold_vector(resets_query.name, resets_query.expr, resets_query.at, on_sample)

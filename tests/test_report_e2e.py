@@ -155,33 +155,42 @@ async def test_a_missing_source_fails_the_window_instead_of_billing_zero(setting
     assert all(r.http_requests == 0 for r in report.usage)
 
 
-async def test_a_pod_whose_network_shows_only_on_the_pause_container(
-    cluster: Cluster, kube: KubeApiStandIn, tmp_path: Path
-) -> None:
-    """Some runtimes report a pod's network only on the pause container: it is billed from there
-    (the per-series queries read only pod-level series; the pod is found by its own query)."""
+NETWORK = ("container_network_transmit_bytes_total", "container_network_receive_bytes_total")
+
+
+def pause_only(cluster: Cluster) -> Cluster:
+    """``cluster`` with one globex pod whose network shows only on the pause container, as some
+    runtimes report it: its pod-level network series removed, the pause container's billed."""
     import dataclasses
 
-    from cluster_exporter.devtools.demo import demo_settings, prepare
-    from cluster_exporter.devtools.kubeapi_standin import write_kubeconfig
-    from cluster_exporter.devtools.prometheus_server import PrometheusServer
-
-    network = ("container_network_transmit_bytes_total", "container_network_receive_bytes_total")
-    target = next(s for s in cluster.series if s.name == network[0] and dict(s.labels).get("namespace") == "globex")
+    target = next(s for s in cluster.series if s.name == NETWORK[0] and dict(s.labels).get("namespace") == "globex")
     pod = dict(target.labels)["pod"]
     series = []
     for s in cluster.series:
         labels = dict(s.labels)
-        if s.name in network and labels.get("namespace") == "globex" and labels.get("pod") == pod:
+        if s.name in NETWORK and labels.get("namespace") == "globex" and labels.get("pod") == pod:
             if labels.get("container") == "":
                 continue  # no pod-level view for this pod
             if labels.get("container") == "POD":
                 s = dataclasses.replace(s, counts=True)  # its only view is billed
         series.append(s)
-    pause_only = dataclasses.replace(cluster, series=series)
-    end = hour_windows(pause_only)[1][1]
-    truth = pause_only.truth(end - timedelta(hours=1), end)
-    with PrometheusServer(prepare(tmp_path, pause_only)) as prom:
+    return dataclasses.replace(cluster, series=series)
+
+
+async def test_a_pod_whose_network_shows_only_on_the_pause_container(
+    cluster: Cluster, kube: KubeApiStandIn, tmp_path: Path
+) -> None:
+    """Some runtimes report a pod's network only on the pause container: it is billed from there
+    (the boundary queries read only pod-level series; the window scan also answers for units
+    without one, and the pod is metered from raw samples)."""
+    from cluster_exporter.devtools.demo import demo_settings, prepare
+    from cluster_exporter.devtools.kubeapi_standin import write_kubeconfig
+    from cluster_exporter.devtools.prometheus_server import PrometheusServer
+
+    paused = pause_only(cluster)
+    end = hour_windows(paused)[1][1]
+    truth = paused.truth(end - timedelta(hours=1), end)
+    with PrometheusServer(prepare(tmp_path, paused)) as prom:
         settings = demo_settings(prom.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
         names: list[str] = []
         report, _ = await _report(settings, end, names)

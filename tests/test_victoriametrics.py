@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from cluster_exporter.metering import measure_window
 from cluster_exporter.prometheus import PrometheusClient
 
 from .conftest import LATER
-from .test_report_e2e import METERS, _assert_matches_truth
+from .test_report_e2e import METERS, _assert_matches_truth, pause_only
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,23 @@ async def test_raw_fetches_split_to_a_short_query_length(
     _assert_matches_truth(report, cluster.truth(start, end), METERS)
     fetches = [n for n in raw if n.endswith("_raw")]
     assert len(fetches) > len(set(fetches)), "some meter's irregular series took more than one fetch"
+
+
+async def test_a_pod_whose_network_shows_only_on_the_pause_container(
+    kube: KubeApiStandIn, cluster: Cluster, tmp_path: Path
+) -> None:
+    """The window scan's ``or on(namespace, pod, interface)`` finds the pause-only pod on
+    VictoriaMetrics too (MetricsQL's ``or`` with ``on``), and it is billed from raw samples."""
+    paused = pause_only(cluster)
+    start, end = hour_windows(paused)[1]
+    with VictoriaMetricsServer(tmp_path / "vm") as vm:
+        import_into_victoriametrics(vm.url, paused)
+        await asyncio.sleep(1)  # let the freshly flushed parts become searchable
+        settings = demo_settings(vm.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
+        raw: list[str] = []
+        async with PrometheusClient(settings.prometheus, lambda name, seconds, ok: raw.append(name)) as client:
+            report = await measure_window(settings, end, LATER, client)
+    truth = paused.truth(start, end)
+    _assert_matches_truth(report, truth, ("network_bytes_sent", "network_bytes_received"))
+    assert truth["cust_globex"]["network_bytes_sent"] > 0
+    assert "network_bytes_sent_raw" in raw, "the pause-only pod is metered raw"
