@@ -54,29 +54,44 @@ class _Body:
         except UnicodeDecodeError as exc:
             raise MalformedAnswer("body is not UTF-8") from exc
 
-    async def next_char(self) -> str:
-        """The next non-blank character (not consumed), waiting for more of the body if needed."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in _WHITESPACE:
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not await self.more():
-                raise MalformedAnswer("body ends inside the result list")
-
-    async def item(self) -> Any:
-        """The JSON object starting at ``pos``, waiting for its end if it has not arrived yet."""
-        while True:
-            try:
-                value, end = _DECODER.raw_decode(self.buf, self.pos)
-            except json.JSONDecodeError as exc:
-                if await self.more():
-                    continue  # the item is not complete yet
-                raise MalformedAnswer(f"bad result item: {exc.msg}") from exc
-            self.pos = end
-            if self.pos > TRIM_AT:
-                self.buf, self.pos = self.buf[self.pos :], 0
-            return value
+    def items(self, on_item: Callable[[Any], None], first: bool) -> tuple[bool, bool]:
+        """Hand over every list item complete in ``buf`` (a tight loop, no awaits: it runs once
+        per item of every answer); (whether none has been seen yet, whether the list ended)."""
+        buf, pos, decode, end = self.buf, self.pos, _DECODER.raw_decode, len(self.buf)
+        try:
+            while True:
+                at = pos
+                while at < end and buf[at] in _WHITESPACE:
+                    at += 1
+                if at == end:
+                    return first, False
+                char = buf[at]
+                if char == "]":
+                    pos = at + 1
+                    return first, True
+                if not first:
+                    if char != ",":
+                        raise MalformedAnswer(f"expected ',' or ']' in the result list, found {char!r}")
+                    at += 1
+                    while at < end and buf[at] in _WHITESPACE:
+                        at += 1
+                    if at == end:
+                        return first, False
+                    char = buf[at]
+                if char != "{":
+                    raise MalformedAnswer(f"result item is not an object (starts with {char!r})")
+                try:
+                    item, pos = decode(buf, at)
+                except json.JSONDecodeError as exc:
+                    if self.ended:
+                        raise MalformedAnswer(f"bad result item: {exc.msg}") from exc
+                    return first, False  # the item is not complete yet
+                on_item(item)
+                first = False
+        finally:
+            self.pos = pos  # up to the end of the last item handed over (or the closing "]")
+            if pos > TRIM_AT:
+                self.buf, self.pos = buf[pos:], 0
 
 
 async def stream_result_items(chunks: AsyncIterable[bytes], on_item: Callable[[Any], None]) -> Any:
@@ -94,19 +109,12 @@ async def stream_result_items(chunks: AsyncIterable[bytes], on_item: Callable[[A
     body.buf, body.pos = body.buf[found.end() :], 0
     first = True
     while True:
-        char = await body.next_char()
-        if char == "]":
-            body.pos += 1
+        first, ended = body.items(on_item, first)
+        if ended:
             break
-        if not first:
-            if char != ",":
-                raise MalformedAnswer(f"expected ',' or ']' in the result list, found {char!r}")
-            body.pos += 1
-            char = await body.next_char()
-        if char != "{":
-            raise MalformedAnswer(f"result item is not an object (starts with {char!r})")
-        on_item(await body.item())
-        first = False
+        if body.ended:
+            raise MalformedAnswer("body ends inside the result list")
+        await body.more()
     while await body.more():
         pass  # the rest of the envelope (closing braces, warnings, an engine's stats): small
     return _envelope(prefix + "]" + body.buf[body.pos :])
