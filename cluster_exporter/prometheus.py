@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import math
+import operator
 import random
 import ssl
 import time
@@ -283,13 +284,17 @@ def _pair(name: str, pair: Any) -> tuple[float, str]:
         raise PrometheusError(f"query {name}: malformed timestamp {clip(str(pair))}") from exc
 
 
+_SECOND = operator.itemgetter(1)
+
+
 def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
     """[[t, "v"], ...] as (time, value) pairs of finite numbers (the usual case in one pass)."""
     try:
+        "".join(map(_SECOND, values))  # every value a string, as _pair requires (checked in C: it is hot)
         samples = [(float(t), float(v)) for t, v in values]
         if all(math.isfinite(v) for _, v in samples):
             return samples
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, LookupError):
         pass
     return [(_pair(name, pair)[0], _finite(name, _pair(name, pair)[1])) for pair in values]  # names the fault
 

@@ -64,6 +64,13 @@ class BadPrometheus:
             else:
                 data = {"resultType": "vector", "result": [{"metric": {"namespace": "a"}, "value": [1, "NaN"]}]}
             return web.json_response({"status": "success", "data": data})
+        if self.mode == "numbers":  # raw samples whose values are JSON numbers, not the API's strings
+            expr = str((await request.post())["query"])
+            if expr.endswith("]") and "(" not in expr:  # a range selector: a matrix
+                data = {"resultType": "matrix", "result": [{"metric": {"namespace": "a"}, "values": [[1, 2]]}]}
+            else:
+                data = {"resultType": "vector", "result": [{"metric": {"namespace": "a"}, "value": [1, "0"]}]}
+            return web.json_response({"status": "success", "data": data})
         if self.mode == "warnings":
             body = {
                 "status": "success",
@@ -154,6 +161,7 @@ def assert_clean_failure(code: int, out: str, err: str, exit_code: int, message:
         ("truncated", "not JSON"),
         ("cut", "answer cut off after 2 series"),
         ("nan", "non-finite"),
+        ("numbers", "malformed sample"),
         ("warnings", "partial answer"),
     ],
 )
