@@ -131,9 +131,10 @@ def gauge_end(samples: Samples, w: Window) -> GaugeEnd | None:
     return None if pair is None else (pair[0], pair[1], (w.end - pair[0]) * (pair[1] + pair[4]) / 2)
 
 
-def gauge_closed_form(start: GaugeStart, end: GaugeEnd, total: float, count: float) -> float | None:
-    """Integral over [T0, T1] of a gauge alive across both boundaries, from the sum and count of
-    its samples in (T0, T1]; None unless those samples are evenly spaced with none missing.
+def gauge_closed_form(start: Sequence[float], end: Sequence[float], total: float, count: float) -> float | None:
+    """Integral over [T0, T1] of a gauge alive across both boundaries (``start`` and ``end`` as
+    gauge_start and gauge_end give them), from the sum and count of its samples in (T0, T1];
+    None unless those samples are evenly spaced with none missing.
 
     With a, va the first sample in the window and b, vb the last, N samples summing to S at even
     spacing, the trapezoids between them are (b - a) / (N - 1) * (S - (va + vb) / 2).

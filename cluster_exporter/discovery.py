@@ -78,7 +78,7 @@ def list_customer_namespaces(api_client: Any, settings: KubernetesSettings) -> d
             ) from exc
         except (OSError, ValueError) as exc:
             raise KubernetesError(f"listing namespaces failed: {exc.__class__.__name__}: {clip(str(exc))}") from exc
-        if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
+        if not isinstance(page.get("items", []), list):  # (kube_api.request answers a JSON object)
             raise KubernetesError("namespace list answer is not a NamespaceList")
         pages += 1
         for item in page.get("items") or []:

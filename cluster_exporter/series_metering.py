@@ -165,9 +165,7 @@ async def _gauges(
         start, end, total = starts.take(key), ends.take(key), sums.take(key)
         usage = None
         if start is not None and end is not None and total is not None:
-            a, va, spacing, left = start
-            b, vb, right = end
-            usage = gauge_closed_form((a, va, spacing, left), (b, vb, right), total[0], count)
+            usage = gauge_closed_form(start, end, total[0], count)
         if usage is None:
             totals.irregular(labels)
         else:
