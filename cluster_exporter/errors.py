@@ -7,6 +7,7 @@
     │   └── KubernetesError            API unreachable, kubeconfig missing, bad answer
     ├── WindowNotReadyError            window end in the future or too recent to be complete
     ├── NoDataError                    no container samples in the window: a broken pipeline
+    ├── LayoutError                    exit 6: the data's layout does not match the settings
     ├── DeliveryError                  the billing API did not take a report
     │   └── PermanentDeliveryError     a 4xx other than 429: retrying cannot help
     ├── state.StateError               the watermark/spool could not be read or written
@@ -74,6 +75,13 @@ class NoDataError(ExporterError):
     """Prometheus holds no container samples for the window: scraping is broken or data is late."""
 
     exit_code = 4
+
+
+class LayoutError(ExporterError):
+    """The series are there but do not fit what a meter reads (a namespace in a label it does not
+    read, copies it cannot merge, a pipeline with CPU but no memory): billing them would be wrong."""
+
+    exit_code = 6
 
 
 class DeliveryError(ExporterError):

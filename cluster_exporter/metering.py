@@ -7,12 +7,13 @@ failure fails the window (no partial report, no zero standing in for a failed so
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import queries as q
 from .accounting import AmountTable, NamespaceOwners, customer_usage
+from .checks import MeterCheck
 from .discovery import discover_customers
 from .errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
 from .prometheus import PrometheusClient
@@ -29,6 +30,7 @@ AUTO_METERS_AT_ONCE = 3
 LARGE_CLUSTER = 50_000
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
+OnChecks = Callable[[Sequence[MeterCheck]], None]
 
 
 def parse_time(text: str) -> datetime:
@@ -80,8 +82,13 @@ async def measure_window(
     now: datetime,
     prometheus: PrometheusClient,
     discover: Discover = discover_customers,
+    on_checks: OnChecks | None = None,
 ) -> UsageReport:
-    """The report for [window_end - window, window_end), or an ExporterError saying why not."""
+    """The report for [window_end - window, window_end), or an ExporterError saying why not.
+
+    ``on_checks`` receives what the answers said about the data (one MeterCheck per meter) once
+    every answer is in, before any check of the data can fail the window.
+    """
     m = settings.metering
     start, end = window_bounds(window_end, m.window)
     check_ready(end, now, m.effective_settle_delay)
@@ -148,6 +155,9 @@ async def measure_window(
     live = live_task.result() if live_task is not None else listed
     assert live is not None
 
+    checks = [MeterCheck(meter.name, (meter.namespace_label,), series=series[meter.name]) for meter in meters]
+    if on_checks is not None:
+        on_checks(checks)
     # What the meters' own answers say about the data: CPU series are the pulse of a cluster.
     if not series[CPU]:
         raise NoDataError(
