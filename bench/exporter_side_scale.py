@@ -71,7 +71,8 @@ def vector(rows):
     return {"status": "success", "data": {"resultType": "vector", "result": rows}}
 
 
-SPACING = 15.0  # the exporter's default scrape interval; horizon 22.5 s
+SPACING = 15.0  # seconds between samples
+SEARCH = 90.0  # metering.boundary_search: a boundary query is evaluated at T + 90 s
 PODS = [
     {"namespace": n, "exported_namespace": n, "pod": p, "container": "", "interface": "eth0"}
     for n in names
@@ -85,7 +86,7 @@ def answer(kind: str, at: float, volumes: bool) -> bytes:
     """Series regular everywhere: samples SPACING apart, halfway around each boundary."""
     series = PVCS if volumes else PODS
     if kind == "boundary":
-        t = at - SPACING * 1.5  # the boundary (evaluated at T + horizon)
+        t = at - SEARCH  # the boundary (evaluated at T + boundary_search)
         values = [[t - SPACING / 2, "100"], [t + SPACING / 2, "101"]]
         rows = [{"metric": {"__name__": "m", **labels}, "values": values} for labels in series]
         return json.dumps({"status": "success", "data": {"resultType": "matrix", "result": rows}}).encode()

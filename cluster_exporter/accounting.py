@@ -17,7 +17,7 @@ import math
 from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .queries import Meter, Window
 from .report import CustomerUsage, round_amount
@@ -27,25 +27,29 @@ RawSeries = tuple[Mapping[str, str], Samples]
 
 
 def _counter_at(samples: Samples, times: list[float], at: float, w: Window) -> float:
-    """B(at): the counter's value at ``at``, by the same rule as queries.counter_boundary.
+    """B(at): the counter's value at ``at``.
 
     Interpolated (reset-aware) between the last sample at or before ``at`` and the first after
-    it, when K >= 1 samples follow within the horizon, the one before is at most max_gap old and
-    the spacing (tk - tb) / K is at most max_gap; else the last value within the lookback; else 0.
+    it, wherever they are, when they are at most max_gap apart (a scrape gap up to max_gap is the
+    same series still alive); else the last value within the lookback (the series stopped, or was
+    silent longer than max_gap); else 0 (it had not started).
     """
     i = bisect.bisect_right(times, at)  # samples[:i] are at or before `at`
-    lookback = w.lookback + (w.length if at == w.end else 0.0)  # as queries._prims
+    lookback = w.lookback + (w.length if at == w.end else 0.0)
     if i == 0 or times[i - 1] < at - lookback:
         return 0.0
     tb, vb = samples[i - 1]
-    j = bisect.bisect_right(times, at + w.horizon)  # samples[i:j] are in (at, at + horizon]
-    if j > i and tb >= at - w.max_gap:
-        spacing = (times[j - 1] - tb) / (j - i)
-        if spacing <= w.max_gap:
-            va = samples[i][1]
-            increase = va - vb if va >= vb else va
-            return vb + increase * (at - tb) / spacing
+    if i < len(samples) and times[i] - tb <= w.max_gap:
+        ta, va = samples[i]
+        return _between(tb, vb, ta, va, at)
     return vb
+
+
+def _between(tb: float, vb: float, ta: float, va: float, at: float) -> float:
+    """A counter's value at ``at`` on the line from (tb, vb) to (ta, va); a drop is a reset, so
+    the increase over that step is the new value."""
+    increase = va - vb if va >= vb else va
+    return vb + increase * (at - tb) / (ta - tb)
 
 
 def counter_usage(samples: Samples, w: Window) -> float:
@@ -85,50 +89,83 @@ def gauge_usage(samples: Samples, w: Window) -> float:
     return total
 
 
-def counter_at_boundary(samples: Samples, at: float, w: Window) -> float | None:
-    """B(at), from a series' samples in [at - max_gap, at + horizon]; None when these do not
-    decide it (no sample in [at - max_gap, at]: B would be read further back)."""
+def usage(kind: str, samples: Samples, w: Window) -> float:
+    """A series' usage in the window by the rule of its kind."""
+    return counter_usage(samples, w) if kind == "counter" else gauge_usage(samples, w)
+
+
+def _split(samples: Samples, at: float, w: Window) -> int | None:
+    """i such that samples[i - 1] is the last at or before ``at`` and samples[i] the first after
+    it, when both are in ``samples`` and at most max_gap apart (the series alive across ``at``)."""
     times = [t for t, _ in samples]
     i = bisect.bisect_right(times, at)
-    if i == 0 or times[i - 1] < at - w.max_gap:
+    if i == 0 or i == len(samples) or times[i] - times[i - 1] > w.max_gap:
         return None
-    return _counter_at(samples, times, at, w)
+    return i
+
+
+def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float, float] | None:
+    """(tb, vb, ta, va): the samples just before (or at) and just after ``at`` (``_split``)."""
+    i = _split(samples, at, w)
+    if i is None:
+        return None
+    (tb, vb), (ta, va) = samples[i - 1], samples[i]
+    return tb, vb, ta, va
+
+
+def counter_at_boundary(samples: Samples, at: float, w: Window) -> float | None:
+    """B(at) of a series alive across ``at``, from its samples in [at - search, at + search];
+    None when these do not show it alive across ``at`` (it started or stopped near ``at``, or a
+    gap straddles it: the series is metered from its raw samples)."""
+    pair = _around(samples, at, w)
+    return None if pair is None else _between(*pair, at)
+
+
+# Two sample spacings differing by at most this (seconds) are equal: Prometheus stores
+# timestamps in whole milliseconds.
+EVEN = 0.0015
+
+
+def _spacing_spread(samples: Samples) -> tuple[float, float]:
+    """The shortest and longest spacing between consecutive samples (0, 0 with fewer than two)."""
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(samples)]
+    return (min(gaps), max(gaps)) if gaps else (0.0, 0.0)
 
 
 # What a regular gauge's boundaries contribute, from its samples around them:
-# at T0 (ta, va, spacing, left): the first sample after T0, its distance from the one before, and
-# the integral over [T0, ta]; at T1 (tb, vb, right): the last sample at or before T1 and the
-# integral over [tb, T1].
-GaugeStart = tuple[float, float, float, float]
-GaugeEnd = tuple[float, float, float]
+# at T0 (ta, va, spacing, left, even): the first sample after T0, its distance from the one
+# before, the integral over [T0, ta], and 1.0 if every spacing in the answer is that spacing;
+# at T1 (tb, vb, right, spacing, even): the last sample at or before T1, the integral over
+# [tb, T1], its distance to the next sample, and the same evenness flag.
+GaugeStart = tuple[float, float, float, float, float]
+GaugeEnd = tuple[float, float, float, float, float]
 
 
-def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float, float, float] | None:
-    """(tb, vb, ta, va, v): the samples just before (or at) and just after ``at`` and the value
-    interpolated at ``at``, when both exist within max_gap of ``at`` and of each other; else None."""
-    times = [t for t, _ in samples]
-    i = bisect.bisect_right(times, at)
-    if i == 0 or i == len(samples):
-        return None
-    (tb, vb), (ta, va) = samples[i - 1], samples[i]
-    if tb < at - w.max_gap or ta > at + w.horizon or ta - tb > w.max_gap:
-        return None
-    return tb, vb, ta, va, vb + (va - vb) * (at - tb) / (ta - tb)
+def _even(samples: Samples, spacing: float) -> float:
+    shortest, longest = _spacing_spread(samples)
+    return 1.0 if spacing - shortest <= EVEN and longest - spacing <= EVEN else 0.0
 
 
 def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
-    """A gauge's piece at T0 from its samples around T0, or None (not alive across T0)."""
-    pair = _around(samples, w.start, w)
-    if pair is None:
+    """A gauge's piece at T0 from its samples around T0, or None (not alive across T0). Evenness
+    is read on the samples from the one before T0 on."""
+    i = _split(samples, w.start, w)
+    if i is None:
         return None
-    tb, _, ta, va, at_t0 = pair
-    return ta, va, ta - tb, (ta - w.start) * (at_t0 + va) / 2
+    (tb, vb), (ta, va) = samples[i - 1], samples[i]
+    at_t0 = vb + (va - vb) * (w.start - tb) / (ta - tb)
+    return ta, va, ta - tb, (ta - w.start) * (at_t0 + va) / 2, _even(samples[i - 1 :], ta - tb)
 
 
 def gauge_end(samples: Samples, w: Window) -> GaugeEnd | None:
-    """A gauge's piece at T1 from its samples around T1, or None (not alive across T1)."""
-    pair = _around(samples, w.end, w)
-    return None if pair is None else (pair[0], pair[1], (w.end - pair[0]) * (pair[1] + pair[4]) / 2)
+    """A gauge's piece at T1 from its samples around T1, or None (not alive across T1). Evenness
+    is read on the samples up to the one after T1."""
+    i = _split(samples, w.end, w)
+    if i is None:
+        return None
+    (tb, vb), (ta, va) = samples[i - 1], samples[i]
+    at_t1 = vb + (va - vb) * (w.end - tb) / (ta - tb)
+    return tb, vb, (w.end - tb) * (vb + at_t1) / 2, ta - tb, _even(samples[: i + 1], ta - tb)
 
 
 def gauge_closed_form(start: Sequence[float], end: Sequence[float], total: float, count: float) -> float | None:
@@ -137,27 +174,51 @@ def gauge_closed_form(start: Sequence[float], end: Sequence[float], total: float
     None unless those samples are evenly spaced with none missing.
 
     With a, va the first sample in the window and b, vb the last, N samples summing to S at even
-    spacing, the trapezoids between them are (b - a) / (N - 1) * (S - (va + vb) / 2).
+    spacing, the trapezoids between them are (b - a) / (N - 1) * (S - (va + vb) / 2). Even
+    spacing is checked on every sample the boundary answers show (the same spacing around both
+    boundaries, to the millisecond) and on the count (b - a = spacing * (N - 1)); samples stamped
+    by their exporter off any grid (cAdvisor's) fail it and are metered from raw samples.
     """
-    a, va, spacing, left = start
-    b, vb, right = end
-    if count < 1 or b < a:
+    a, va, spacing, left, even_start = start
+    b, vb, right, spacing_end, even_end = end
+    if count < 1 or b < a or not (even_start and even_end) or abs(spacing - spacing_end) > EVEN:
         return None
-    if abs((b - a) / spacing - (count - 1)) >= 0.5:
+    if abs((b - a) - spacing * (count - 1)) > EVEN:
         return None  # samples missing (or extra): only the sample-by-sample rule is exact
     interior = (b - a) / (count - 1) * (total - (va + vb) / 2) if count > 1 else 0.0
     return left + interior + right
 
 
+def namespace_of(meter: Meter, labels: Mapping[str, str]) -> str:
+    """The tenant namespace a series is attributed to: the first of the meter's namespace labels
+    set on it, or "" (unattributed)."""
+    for name in meter.namespace_labels:
+        value = labels.get(name)
+        if value:
+            return value
+    return ""
+
+
 def unit_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """What one countable thing is for this meter: its unit labels, or all but the copy labels."""
+    """What one measured thing is for this meter: its unit labels, or all but the copy labels."""
     if meter.unit is not None:
         return tuple((name, labels.get(name, "")) for name in meter.unit)
-    return _copy_key(meter, labels)
+    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__" and k not in meter.dedup))
+
+
+def view_rank(meter: Meter, labels: Mapping[str, str]) -> int:
+    """Which view of its unit a series is (0 the preferred one; always 0 for meters without views)."""
+    if meter.prefer is None:
+        return 0
+    label, order = meter.prefer
+    value = labels.get(label, "")
+    return order.index(value) if value in order else len(order)
 
 
 def _copy_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__" and k not in meter.dedup))
+    """Series with the same key are copies of one series: the same unit, the same view."""
+    key = unit_key(meter, labels)
+    return (*key, ("", str(view_rank(meter, labels)))) if meter.prefer is not None else key
 
 
 def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
@@ -273,7 +334,8 @@ class SeriesIndex:
 class UnitTotals:
     """Per-series usage in, per-namespace amounts out, with copies and views merged.
 
-    Copies of a series (differing only in ``meter.dedup`` labels) count once (their max); where
+    The series here are regular: alive across the whole window. Series of one unit and view
+    alive together are copies of one measured thing and count once (their max); where
     ``meter.prefer`` is set, a unit counts its first preferred view only (network: pod-level
     series, else the pause container's). A unit with any series that could not be metered here
     (``irregular``) is left out entirely and listed in ``irregular_units``, for its raw samples.
@@ -299,10 +361,7 @@ class UnitTotals:
         copy_id = _id(_copy_key(meter, labels))
         if not self._views:
             return copy_id, copy_id[0], 0
-        assert meter.prefer is not None
-        label, order = meter.prefer
-        value = labels.get(label, "")
-        return copy_id, hash(unit_key(meter, labels)), order.index(value) if value in order else len(order)
+        return copy_id, hash(unit_key(meter, labels)), view_rank(meter, labels)
 
     def add(self, labels: Mapping[str, str], usage: float) -> None:
         """One series' usage."""
@@ -313,7 +372,7 @@ class UnitTotals:
             self._unit.append(unit_id)
             self._rank.append(rank)
         self._usage.append(usage)
-        self._namespace.append(self._intern(labels.get(self.meter.namespace_label, "")))
+        self._namespace.append(self._intern(namespace_of(self.meter, labels)))
 
     def irregular(self, labels: Mapping[str, str]) -> None:
         """A series that must be metered from its raw samples, with everything of its unit."""
@@ -356,7 +415,7 @@ class UnitTotals:
 
 
 def with_value_before(samples: Samples, before: float | None, w: Window) -> Samples:
-    """A counter's samples in [T0 - max_gap, T1 + horizon], led by its last value in the
+    """A counter's samples in [T0 - max_gap, T1 + max_gap], led by its last value in the
     lookback before them, placed just before T0 - max_gap: for the rules the same as all its
     samples back to T0 - lookback (B(T0) reads only that last value; a reset is only counted
     inside the window)."""
@@ -365,29 +424,85 @@ def with_value_before(samples: Samples, before: float | None, w: Window) -> Samp
     return [(w.start - w.max_gap - 0.001, before), *samples]
 
 
-def add_raw_series(
-    totals: UnitTotals,
-    units: set[tuple[tuple[str, str], ...]],
-    labels: Mapping[str, str],
-    samples: Samples,
-    w: Window,
-) -> None:
-    """Meter one series from its raw samples into ``totals`` if it belongs to one of ``units``
-    (a raw fetch's matchers may also select other combinations of label values)."""
-    meter = totals.meter
-    if unit_key(meter, labels) in units:
-        totals.add(labels, counter_usage(samples, w) if meter.kind == "counter" else gauge_usage(samples, w))
+def _alive(samples: Samples, at: float, w: Window) -> bool:
+    """Whether a series shows a value at ``at`` from its own samples: one at ``at``, or one on
+    each side at most max_gap apart (not a value held over a longer gap, nor before its start)."""
+    times = [t for t, _ in samples]
+    i = bisect.bisect_right(times, at)
+    if i and times[i - 1] == at:
+        return True
+    return 0 < i < len(times) and times[i] - times[i - 1] <= w.max_gap
 
 
-def raw_amounts(
-    meter: Meter, series: Iterable[RawSeries], units: set[tuple[tuple[str, str], ...]], w: Window
-) -> dict[str, float]:
-    """Per-namespace usage of the given units from raw samples, with copies and views merged
-    (as UnitTotals)."""
-    totals = UnitTotals(meter)
+def merged_usage(kind: str, series: Sequence[Samples], w: Window) -> float:
+    """Usage of one measured thing (one view of one unit) from the raw samples of its series.
+
+    One series: its usage by the rules. Several: copies alive together (two scrape jobs, HA
+    replicas, two kubelets reporting one RWX volume) and lives one after another (a restart, a
+    volume whose pod moved to another node) are told apart in time. The window is cut at every
+    series' first and last sample, and each piece counts the largest usage any series shows in
+    it: copies count once, lives add up. For counters a piece counts the series alive at both of
+    its ends; only where none is does a series count from zero before its first sample (a new
+    life, where a copy that appears while another is alive would count its whole value again).
+    """
+    series = [s for s in series if s]
+    if len(series) <= 1:
+        return usage(kind, series[0], w) if series else 0.0
+    ends = {t for s in series for t in (s[0][0], s[-1][0]) if w.start < t < w.end}
+    cuts = sorted({w.start, w.end, *ends})
+    total = 0.0
+    for lo, hi in itertools.pairwise(cuts):
+        piece = replace(w, start=lo, end=hi)
+        if kind == "gauge":
+            total += max(gauge_usage(s, piece) for s in series)
+            continue
+        alive = [s for s in series if _alive(s, lo, w) and _alive(s, hi, w)]
+        total += max(counter_usage(s, piece) for s in (alive or series))
+    return total
+
+
+UnitKey = tuple[tuple[str, str], ...]
+
+
+class RawUnits:
+    """Irregular units metered from their raw samples: each series is kept (as a flat array of
+    times and values, 16 bytes a sample) under its unit and view while one raw fetch streams in;
+    ``flush`` then merges each unit's preferred view in time (``merged_usage``) and hands out
+    ``(namespace, usage)`` per unit. A fetch's matchers may select other combinations of label
+    values than the units asked for: those series are ignored."""
+
+    def __init__(self, meter: Meter, units: set[UnitKey], w: Window) -> None:
+        self.meter, self.w = meter, w
+        self._wanted = units
+        self._series: dict[UnitKey, dict[int, list[array[float]]]] = {}
+        self.found: set[UnitKey] = set()
+
+    def add(self, labels: Mapping[str, str], samples: Samples) -> None:
+        """One raw series (a counter's already led by its value before, ``with_value_before``)."""
+        key = unit_key(self.meter, labels)
+        if key not in self._wanted:
+            return
+        self.found.add(key)
+        flat = array("d", (x for sample in samples for x in sample))
+        self._series.setdefault(key, {}).setdefault(view_rank(self.meter, labels), []).append(flat)
+
+    def flush(self, add: Callable[[str, float], None]) -> None:
+        """``add(namespace, usage)`` for every unit collected since the last flush, then forget them."""
+        meter = self.meter
+        for key, views in self._series.items():
+            series = [list(zip(flat[::2], flat[1::2], strict=True)) for flat in views[min(views)]]
+            add(namespace_of(meter, dict(key)), merged_usage(meter.kind, series, self.w))
+        self._series = {}
+
+
+def raw_amounts(meter: Meter, series: Iterable[RawSeries], units: set[UnitKey], w: Window) -> dict[str, float]:
+    """Per-namespace usage of the given units from raw samples, copies, lives and views merged."""
+    raw = RawUnits(meter, units, w)
     for labels, samples in series:
-        add_raw_series(totals, units, labels, samples, w)
-    return totals.amounts()
+        raw.add(labels, samples)
+    out: dict[str, float] = {}
+    raw.flush(lambda namespace, amount: out.__setitem__(namespace, out.get(namespace, 0.0) + amount))
+    return out
 
 
 class AmountTable:
@@ -476,7 +591,7 @@ def customer_usage(
     columns = [amounts.get(meter.name, {}) for meter in meters]
     for column in columns:
         for namespace, value in column.items():
-            if value != 0 and namespace not in owners.live:
+            if value != 0 and namespace and namespace not in owners.live:  # "": attributed to none
                 owner = owners.owner(namespace)
                 if owner is not None and namespace not in namespaces[owner]:
                     namespaces[owner].append(namespace)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .errors import LayoutError
@@ -103,3 +104,20 @@ def check_attribution(checks: list[tuple[MeterCheck, str, str | None]], min_shar
         problem = attribution_problem(check, selector, min_share, setting)
         if problem is not None:
             raise LayoutError(problem)
+
+
+def check_pipelines(amounts: Mapping[str, Mapping[str, float]], live: Mapping[str, str]) -> None:
+    """Cross-check the meters: a labeled namespace whose containers used CPU in the window but
+    show no memory is a broken pipeline (memory series dropped by a relabeling, a second
+    Prometheus missing them), not an idle customer. Raises LayoutError naming the first such
+    namespace and how many there are."""
+    cpu, memory = amounts.get("cpu_hours"), amounts.get("memory_gb_hours")
+    if cpu is None or memory is None:
+        return
+    broken = sorted(namespace for namespace in live if cpu.get(namespace, 0.0) > 0 and memory.get(namespace, 0.0) <= 0)
+    if broken:
+        raise LayoutError(
+            f"memory_gb_hours: {len(broken)} labeled namespace(s) used CPU in the window but have no "
+            f"container_memory_working_set_bytes series (e.g. {broken[0]}): the memory series are not "
+            "scraped or are dropped by a relabeling; refusing to bill them no memory"
+        )

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import queries as q
-from .accounting import AmountTable, NamespaceOwners, customer_usage
-from .checks import MeterCheck
+from .accounting import AmountTable, NamespaceOwners, customer_usage, namespace_of
+from .checks import MeterCheck, check_attribution, check_pipelines
 from .discovery import discover_customers
 from .errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
 from .prometheus import PrometheusClient
@@ -65,9 +65,12 @@ def check_ready(window_end: datetime, now: datetime, settle: timedelta) -> None:
 def make_window(settings: Settings, start: datetime, end: datetime) -> q.Window:
     """The query parameters of one window, from the metering settings."""
     m = settings.metering
-    horizon = min(1.5 * m.scrape_interval.total_seconds(), m.max_gap.total_seconds())
     return q.Window(
-        start.timestamp(), end.timestamp(), m.max_gap.total_seconds(), horizon, m.series_lookback.total_seconds()
+        start.timestamp(),
+        end.timestamp(),
+        m.max_gap.total_seconds(),
+        m.boundary_search.total_seconds(),
+        m.series_lookback.total_seconds(),
     )
 
 
@@ -109,21 +112,28 @@ async def measure_window(
             def on_sample(labels: dict[str, str], value: float) -> None:
                 historical[labels.get("namespace", "")] = labels.get(ksm_label, "")
 
-        else:  # a custom meter's own PromQL: final amounts per namespace
-            label = by_meter[query.meter].namespace_label
+        else:  # a custom meter's own PromQL: final amounts per namespace ("" when it has none)
+            meter = by_meter[query.meter]
+            check = checks[meter.name]
 
             def on_sample(labels: dict[str, str], value: float) -> None:
-                amounts.add(query.meter, labels.get(label, ""), value)
+                namespace = namespace_of(meter, labels)
+                check.series += 1
+                if not namespace:
+                    check.unattributed_series += 1
+                    check.labels_found.update(labels)
+                amounts.add(query.meter, namespace, value)
 
         await prometheus.fold_vector(query.name, query.expr, query.at, on_sample)
 
-    series: dict[str, int] = {meter.name: 0 for meter in meters}  # per meter: series in or around the window
-    after_end: dict[str, int] = {meter.name: 0 for meter in meters}  # ... with a sample after its end
+    # per meter: what its answers showed of the data (all shards together)
+    checks = {meter.name: MeterCheck(meter.name, meter.namespace_labels) for meter in meters}
+    after_end: dict[str, int] = {meter.name: 0 for meter in meters}  # series with a sample after the end
 
     async def measure(meter: q.Meter) -> None:
         async with meters_at_once:
             result = await meter_amounts(prometheus, meter, w, amounts)
-        series[meter.name] += result.series
+        checks[meter.name].merge(result.check)
         after_end[meter.name] += result.after_end
 
     async def discover_live() -> dict[str, str]:
@@ -155,9 +165,15 @@ async def measure_window(
     live = live_task.result() if live_task is not None else listed
     assert live is not None
 
-    checks = [MeterCheck(meter.name, (meter.namespace_label,), series=series[meter.name]) for meter in meters]
+    columns = amounts.columns()
+    for meter in meters:
+        column, check = columns[meter.name], checks[meter.name]
+        check.unattributed_amount = max(column.get("", 0.0), 0.0) / meter.scale
+        check.attributed_amount = sum(abs(v) for namespace, v in column.items() if namespace) / meter.scale
     if on_checks is not None:
-        on_checks(checks)
+        on_checks(list(checks.values()))
+    series = {name: check.series for name, check in checks.items()}
+
     # What the meters' own answers say about the data: CPU series are the pulse of a cluster.
     if not series[CPU]:
         raise NoDataError(
@@ -166,7 +182,7 @@ async def measure_window(
         )
     if not after_end[CPU]:
         raise WindowNotReadyError(
-            f"Prometheus has no container samples in the {m.max_gap} after the window end yet; "
+            f"Prometheus has no container samples in the {m.boundary_search} after the window end yet; "
             "the window cannot be closed"
         )
     for meter in meters:
@@ -180,6 +196,11 @@ async def measure_window(
                 f"meter {meter.name}: Prometheus has no {meter.selector} series in or around the window: "
                 f"its source is missing or not scraped{hint}"
             )
+    check_attribution(
+        [(checks[meter.name], meter.selector, meter.namespace_setting) for meter in meters],
+        m.min_attributed_share,
+    )
+    check_pipelines(columns, live)
     owners = NamespaceOwners(live=live, historical=historical)
     return build_report(settings.cluster_id, start, end, customer_usage(meters, amounts.columns(), owners))
 

@@ -6,9 +6,10 @@ the exact per-series arithmetic in PromQL selects each series dozens of times. H
 instead asks for a fixed handful of plain answers, each selecting its series once, and the
 per-series arithmetic is done by ``accounting`` from them:
 
-- the raw samples around each boundary, ``sel[max_gap + horizon]`` evaluated at T + horizon:
-  the last sample at or before T and the ones just after it (a boundary's value, or a gauge's
-  edge pieces, need nothing else);
+- the raw samples around each boundary, ``sel[2 * search]`` evaluated at T + search: the last
+  sample at or before T and the ones after it (a boundary's value, or a gauge's edge pieces, need
+  nothing else: the value at T is interpolated between the two samples around it, wherever they
+  are, and the even spacing a gauge's closed form needs is checked on them);
 - one scan of the whole window per series: ``resets()`` for a counter (a counter without resets
   used B(T1) - B(T0)), ``sum_over_time()`` and ``count_over_time()`` for a gauge (the trapezoids
   between evenly spaced samples have a closed form in their sum and count). For a meter with
@@ -16,12 +17,15 @@ per-series arithmetic is done by ``accounting`` from them:
   preferred one.
 
 A series these cannot meter exactly (a reset, a start or stop inside the window, a scrape gap,
-a sample missing) is irregular: its raw samples over everything the window reads are fetched by
-``raw_samples_query``, a bounded number of series per query, and metered sample by sample.
+a sample missing, uneven spacing, no sample within ``search`` of a boundary) is irregular: its
+raw samples over everything the window reads, [T0 - max_gap, T1 + max_gap], are fetched by
+``raw_samples_query``, a bounded number of units per query, and metered sample by sample.
 The number of queries does not grow with tenants; the size of the answers does, linearly.
 
-Duplicates (copies that differ only in ``dedup_labels``; the pod-level cgroup and pause container;
-one network view per pod) are resolved in ``accounting`` from the labels of each answer.
+Copies are merged by what a meter measures (``Meter.unit``: a container is one per namespace,
+pod and container, a volume one per namespace and claim, whoever reports it and whatever other
+labels a relabeling copied in), one network view is taken per pod; ``accounting`` does both from
+the labels of each answer.
 No query uses ``@``: each is evaluated at its own time, which VictoriaMetrics also honours.
 """
 
@@ -41,24 +45,32 @@ Kind = Literal["counter", "gauge"]
 class Meter:
     """How one report field is measured.
 
-    ``selector`` picks the series; ``namespace_label`` names the tenant namespace on them;
-    ``dedup`` lists labels that only distinguish copies; ``prefer`` = (label, values) keeps, per
-    ``unit``, the series whose label has the first value present (network: pod-level, else pause).
-    ``scale`` divides the amount (CPU seconds -> hours, byte-seconds -> GiB-hours).
+    ``selector`` picks the series; ``namespace_labels`` are tried in order for a series' tenant
+    namespace (the first one set wins); ``unit`` names the labels of one measured thing (series of
+    one unit alive at the same time are copies, counted once; one after the other, summed);
+    without it, ``dedup`` lists labels that only distinguish copies. ``prefer`` = (label, values)
+    keeps, per unit, the series whose label has the first value present (network: pod-level,
+    else pause). ``scale`` divides the amount (CPU seconds -> hours, byte-seconds -> GiB-hours).
     """
 
     name: str
     kind: Kind
     selector: str
-    namespace_label: str = "namespace"
+    namespace_labels: tuple[str, ...] = ("namespace",)
     dedup: tuple[str, ...] = ()
     prefer: tuple[str, tuple[str, ...]] | None = None
-    unit: tuple[str, ...] | None = None  # labels identifying one countable thing when prefer is set
+    unit: tuple[str, ...] | None = None  # labels identifying one measured thing
     scale: float = 1.0
     integer: bool = False
     required: bool = False  # the source must have series in or around the window (else the window fails)
     template: str | None = None  # custom meters given as a raw PromQL template
     shard: str = ""  # set on the shards of a split meter (prometheus.query_split); names its queries
+    namespace_setting: str | None = None  # the setting that chooses namespace_labels, named in failures
+
+    @property
+    def namespace_label(self) -> str:
+        """The first label tried for the namespace (custom templates' ``{namespace_label}``, shards)."""
+        return self.namespace_labels[0]
 
 
 @dataclass(frozen=True)
@@ -67,8 +79,8 @@ class Window:
 
     start: float
     end: float
-    max_gap: float
-    horizon: float  # how far after a boundary its next sample is looked for (~1.5 scrape intervals)
+    max_gap: float  # longest gap between two samples of one series that is bridged
+    search: float  # how far on each side of a boundary its samples are read
     lookback: float
 
     @property
@@ -80,25 +92,37 @@ class Window:
 GIB_SECONDS_PER_GIB_HOUR = float(2**30) * 3600.0
 
 
+# A series' tenant namespace: Prometheus renames an exporter's own ``namespace`` label to
+# ``exported_namespace`` when the target's labels already hold one (a ServiceMonitor without
+# honorLabels), so where that is set it is the exporter's meaning; else ``namespace``.
+NAMESPACE_LABELS = ("exported_namespace", "namespace")
+
+
 def builtin_meters(settings: MeteringSettings) -> list[Meter]:
     """The six built-in meters for these settings (http only when a source is configured)."""
     dedup = tuple(settings.dedup_labels)
     # Real containers only: "" is the pod cgroup (the sum of its containers), "POD" the pause
     # container. cpu="total" (or no cpu label) leaves out per-CPU series of old cAdvisors.
+    # One container is one measured thing, whatever else its copies carry (job, instance, node
+    # labels a labelmap copied in, prometheus_replica): its series alive at the same time are
+    # copies, and a restart's new series follows the old one.
     containers = 'container!="",container!="POD"'
+    container_unit = (*NAMESPACE_LABELS, "pod", "container")
     meters = [
         Meter(
             "cpu_hours",
             "counter",
             f'container_cpu_usage_seconds_total{{{containers},cpu=~"total|"}}',
-            dedup=dedup,
+            namespace_labels=NAMESPACE_LABELS,
+            unit=container_unit,
             scale=3600.0,
         ),
         Meter(
             "memory_gb_hours",
             "gauge",
             f"container_memory_working_set_bytes{{{containers}}}",
-            dedup=dedup,
+            namespace_labels=NAMESPACE_LABELS,
+            unit=container_unit,
             scale=GIB_SECONDS_PER_GIB_HOUR,
         ),
     ]
@@ -114,30 +138,39 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
                 name,
                 "counter",
                 f"{metric}{{{net}}}",
-                dedup=dedup,
+                namespace_labels=NAMESPACE_LABELS,
                 prefer=("container", ("", "POD")),
-                unit=("namespace", "pod", "interface"),
+                unit=(*NAMESPACE_LABELS, "pod", "interface"),
                 integer=True,
             )
         )
-    # One series per PVC and kubelet; an RWX volume mounted on several nodes is reported by each.
+    # A volume's usage is one value per namespace and claim, whoever reports it: an RWX volume
+    # mounted on several nodes is reported by each kubelet, an RWO volume by the next node after
+    # its pod moved.
     meters.append(
         Meter(
-            "storage_gb_hours", "gauge", "kubelet_volume_stats_used_bytes", dedup=dedup, scale=GIB_SECONDS_PER_GIB_HOUR
+            "storage_gb_hours",
+            "gauge",
+            "kubelet_volume_stats_used_bytes",
+            namespace_labels=NAMESPACE_LABELS,
+            unit=(*NAMESPACE_LABELS, "persistentvolumeclaim"),
+            scale=GIB_SECONDS_PER_GIB_HOUR,
         )
     )
     # Each ingress replica (pod/instance) counts its own requests: never merge replicas.
     replica_safe = tuple(label for label in dedup if label not in ("instance", "node", "pod"))
     if settings.http_source == "nginx":
+        auto = settings.nginx_namespace_label == "auto"
         meters.append(
             Meter(
                 "http_requests",
                 "counter",
                 "nginx_ingress_controller_requests",
-                namespace_label=settings.nginx_namespace_label,
+                namespace_labels=NAMESPACE_LABELS if auto else (settings.nginx_namespace_label,),
                 dedup=replica_safe,
                 integer=True,
                 required=True,
+                namespace_setting="metering.nginx_namespace_label",
             )
         )
     elif settings.http_source == "istio":
@@ -147,7 +180,7 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
                 "http_requests",
                 "counter",
                 'istio_requests_total{reporter="destination"}',
-                namespace_label="destination_service_namespace",
+                namespace_labels=("destination_service_namespace",),
                 dedup=replica_safe,
                 integer=True,
                 required=True,
@@ -230,12 +263,13 @@ def _custom(m: CustomMeter, scale: float) -> Meter:
         m.name,
         m.type,
         m.selector or "",
-        namespace_label=m.namespace_label,
+        namespace_labels=(m.namespace_label,),
         dedup=dedup,
         scale=scale,
         integer=m.integer,
         required=m.selector is not None,  # a template is the operator's own PromQL: no series to check
         template=m.query,
+        namespace_setting=f"namespace_label of custom meter {m.name}",
     )
 
 
@@ -279,9 +313,16 @@ def _name(meter: Meter, part: str) -> str:
     return f"{meter.name}_{part}_{meter.shard}" if meter.shard else f"{meter.name}_{part}"
 
 
-def _read_span(w: Window) -> str:
-    """Everything the window reads, [T0 - max_gap, T1 + horizon], as a range ending at T1 + horizon."""
-    return _d(w.max_gap + w.length + w.horizon)
+def _scan_span(w: Window) -> str:
+    """What a counter's boundary values read, [T0 - search, T1 + search], as a range ending at
+    T1 + search: a reset in it that the boundary answers do not explain makes a series irregular."""
+    return _d(w.search + w.length + w.search)
+
+
+def _raw_span(w: Window) -> str:
+    """Everything the raw rules read, [T0 - max_gap, T1 + max_gap], as a range ending at T1 +
+    max_gap: the samples around each boundary however far apart they are (up to max_gap)."""
+    return _d(w.max_gap + w.length + w.max_gap)
 
 
 def metered_selector(meter: Meter) -> str:
@@ -303,14 +344,14 @@ def _quote(value: str) -> str:
 
 
 def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
-    """Raw samples of every series in [T - max_gap, T + horizon] around boundary T (a matrix)."""
+    """Raw samples of every series in [T - search, T + search] around boundary T (a matrix)."""
     at = w.start if side == 0 else w.end
     return Query(
         _name(meter, f"boundary{side}"),
-        f"{metered_selector(meter)}[{_d(w.max_gap + w.horizon)}]",
+        f"{metered_selector(meter)}[{_d(2 * w.search)}]",
         meter.name,
         "boundary0" if side == 0 else "boundary1",
-        at + w.horizon,
+        at + w.search,
     )
 
 
@@ -319,14 +360,14 @@ def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
     B(T1) read, or a gauge's sum and count of samples in (T0, T1]. The last of them, which
     decides each series, also answers for the units that have only other views."""
     if meter.kind == "counter":
-        span = _read_span(w)
+        span = _scan_span(w)
         return [
             Query(
                 _name(meter, "resets"),
                 _with_other_views(meter, lambda sel: f"resets({sel}[{span}])"),
                 meter.name,
                 "resets",
-                w.end + w.horizon,
+                w.end + w.search,
             )
         ]
     inner = _d(w.length - 0.001)  # (T0, T1]
@@ -368,9 +409,9 @@ def meter_queries(meter: Meter, w: Window) -> list[Query]:
 
 
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
-    """Raw samples of the series behind some irregular units in [T0 - max_gap, T1 + horizon]."""
+    """Raw samples of the series behind some irregular units in [T0 - max_gap, T1 + max_gap]."""
     sel = with_matchers(meter.selector, _unit_matchers(matchers))
-    return Query(f"{meter.name}_raw", f"{sel}[{_read_span(w)}]", meter.name, "raw", w.end + w.horizon)
+    return Query(f"{meter.name}_raw", f"{sel}[{_raw_span(w)}]", meter.name, "raw", w.end + w.max_gap)
 
 
 def raw_lookback_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:

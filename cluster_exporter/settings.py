@@ -235,12 +235,22 @@ class MeteringSettings(_Group):
 
     window: Duration = Field(timedelta(hours=1), description="Length of a billing window (whole hours).")
     scrape_interval: Duration = Field(
-        timedelta(seconds=15), description="Scrape interval of cAdvisor/kubelet in Prometheus (used for checks)."
+        timedelta(seconds=30),
+        description="Longest scrape interval expected of cAdvisor, the kubelet and the other sources (10s to 60s "
+        "in real installations); only sets the default settle delay. Metering reads the spacing of the samples "
+        "themselves and never assumes an even grid.",
     )
     max_gap: Duration = Field(
+        timedelta(minutes=5),
+        description="Longest gap between two samples of one series that is bridged: the same series on both sides "
+        "of a gap is the same container, still alive. Default and maximum 5m, Prometheus' lookback delta (what "
+        "Prometheus itself shows at any instant in between).",
+    )
+    boundary_search: Duration = Field(
         timedelta(seconds=90),
-        description="Longest gap between two samples that is bridged (a series still alive). At most 5m, "
-        "Prometheus' default lookback delta.",
+        description="How far on each side of a window boundary the samples around it are read. A series with no "
+        "sample within it on either side is metered from its raw samples (exact, one more query); cover the "
+        "longest scrape interval plus the jitter of exporter-set timestamps.",
     )
     series_lookback: Duration = Field(
         timedelta(hours=2),
@@ -250,20 +260,30 @@ class MeteringSettings(_Group):
     settle_delay: Duration | None = Field(
         None,
         description="How long after its end a window may be reported (samples after the end are needed to "
-        "interpolate). Default: max_gap + 2 scrape intervals.",
+        "interpolate and to tell a gap from a stop). Default: max_gap + 2 scrape intervals.",
     )
     http_source: Literal["nginx", "istio", "none"] = Field(
         "nginx", description="Where http_requests comes from: nginx-ingress, Istio, or not metered."
     )
     nginx_namespace_label: str = Field(
-        "exported_namespace",
-        description="Label of nginx_ingress_controller_requests holding the Ingress' namespace (exported_namespace "
-        "when Prometheus renamed it, namespace with honorLabels).",
+        "auto",
+        description="Label of nginx_ingress_controller_requests holding the Ingress' namespace. auto: per series, "
+        "exported_namespace where Prometheus renamed nginx's own namespace label (the target's namespace took "
+        "it), else namespace (scraped with honorLabels). A label name forces that label.",
+    )
+    min_attributed_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A meter whose series attribute less than this share of its usage to a namespace fails the "
+        "window (its namespace is in a label it does not read). Unattributed usage below it is reported in "
+        "cluster_exporter_metering_unattributed_amount.",
     )
     dedup_labels: Annotated[list[str], BeforeValidator(_json_if_str)] = Field(
         default_factory=lambda: list(DEFAULT_DEDUP_LABELS),
-        description="Labels that only tell copies of one series apart (two scrape jobs, HA Prometheus replicas); "
-        "copies are counted once.",
+        description="For HTTP and custom meters: labels that only tell copies of one series apart (two scrape "
+        "jobs, HA Prometheus replicas); copies are counted once. Container, network and volume meters merge copies "
+        "by what they measure (namespace, pod, container; namespace, pod, interface; namespace, claim).",
     )
     network_interfaces_excluded: str = Field("lo", description="Regex of network interfaces not billed.")
     namespace_labels_metric: bool = Field(
@@ -283,6 +303,8 @@ class MeteringSettings(_Group):
             raise ValueError("metering.max_gap must be at most 5m (Prometheus' lookback delta)")
         if self.max_gap < 1.5 * self.scrape_interval:
             raise ValueError("metering.max_gap must be at least 1.5 scrape intervals")
+        if self.boundary_search > self.max_gap:
+            raise ValueError("metering.boundary_search must be at most max_gap")
         if self.series_lookback <= self.window + self.max_gap:
             raise ValueError("metering.series_lookback must be longer than window + max_gap")
         names = [m.name for m in self.custom_meters]

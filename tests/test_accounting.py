@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -15,8 +16,9 @@ from cluster_exporter.accounting import (
 )
 from cluster_exporter.queries import Meter, Window
 
-# Window (1000, 1060], bridge gaps up to 20 s, look 15 s past a boundary, counters remembered for 500 s.
-W = Window(start=1000.0, end=1060.0, max_gap=20.0, horizon=15.0, lookback=500.0)
+# Window (1000, 1060], bridge gaps up to 20 s, read 15 s on each side of a boundary, counters
+# remembered for 500 s.
+W = Window(start=1000.0, end=1060.0, max_gap=20.0, search=15.0, lookback=500.0)
 
 
 @pytest.mark.parametrize(
@@ -169,55 +171,122 @@ def test_usage_records_validate_and_serialise_like_the_report_schema() -> None:
 
 
 def _neighbourhood(samples: list[tuple[float, float]], at: float, w: Window) -> list[tuple[float, float]]:
-    """What a boundary query answers: the samples in [at - max_gap, at + horizon]."""
-    return [(t, v) for t, v in samples if at - w.max_gap <= t <= at + w.horizon]
+    """What a boundary query answers: the samples in [at - search, at + search]."""
+    return [(t, v) for t, v in samples if at - w.search <= t <= at + w.search]
 
 
-@pytest.mark.parametrize("seed", range(200))
-def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
-    """Random series, regular or not: where the boundary answers decide a series, they give the
-    sample-by-sample rule's amount; where they do not, they say so (the series goes raw)."""
-    import random
+def _alive_across(samples: list[tuple[float, float]], at: float, w: Window) -> bool:
+    """Independently of the rules: the boundary answer holds a sample at or before ``at`` and
+    one after it, at most max_gap apart."""
+    near = _neighbourhood(samples, at, w)
+    before = [t for t, _ in near if t <= at]
+    after = [t for t, _ in near if t > at]
+    return bool(before and after) and after[0] - before[-1] <= w.max_gap
 
-    from cluster_exporter.accounting import counter_at_boundary, gauge_closed_form, gauge_end, gauge_start
 
-    rng = random.Random(seed)
-    spacing = rng.choice([3.0, 5.0, 7.5, 10.0])
+def _random_series(rng: random.Random) -> tuple[list[tuple[float, float]], float, float]:
+    """A counter-like series as real clusters show them: a scrape interval, timestamps on the
+    grid or stamped by the exporter off it, missed scrapes and longer gaps, resets, a start or
+    stop anywhere. Returns (samples, interval, jitter)."""
+    spacing = rng.choice([2.0, 3.0, 5.0, 7.5, 10.0])
+    jitter = rng.choice([0.0, 0.0, 0.4 * spacing])
     phase = rng.uniform(0, spacing)
     first = rng.choice([900.0, 990.0, 1000.0 + rng.uniform(0, 50)])
     last = rng.choice([1100.0, 1061.0, 1000.0 + rng.uniform(0, 70)])
-    times = [t for k in range(60) if first <= (t := 900.0 + phase + k * spacing) <= last]
-    if rng.random() < 0.2 and len(times) > 4:
-        del times[rng.randrange(1, len(times) - 1)]  # a missed scrape
-    if not times:
-        return
+    times = []
+    for k in range(120):
+        t = round(900.0 + phase + k * spacing + rng.uniform(-jitter, jitter) / 2, 3)
+        if first <= t <= last and (not times or t > times[-1]):
+            times.append(t)
+    while rng.random() < 0.3 and len(times) > 4:
+        del times[rng.randrange(1, len(times) - 1)]  # missed scrapes, some in a row
     value, samples = 1e6 * rng.random(), []
     for t in times:
         value += rng.uniform(0, 50)
         if rng.random() < 0.03:
             value = rng.uniform(0, 10)  # a reset
         samples.append((t, value))
-    inside = [(t, v) for t, v in samples if W.start < t <= W.end]
+    return samples, spacing, jitter
 
-    # counters: regular when both boundaries decide B and nothing dropped in what they read
+
+@pytest.mark.parametrize("seed", range(300))
+def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
+    """Random series: in every case the boundary answers decide a series exactly when it is alive
+    across the boundary (checked here independently), and where they decide it they give the
+    sample-by-sample rule's amount; a gauge's closed form refuses exactly the series whose samples
+    are not evenly spaced with none missing."""
+    from cluster_exporter.accounting import EVEN, counter_at_boundary, gauge_closed_form, gauge_end, gauge_start
+
+    rng = random.Random(seed)
+    samples, _, _ = _random_series(rng)
+    if not samples:
+        samples = [(1030.0, 5.0)]
+    alive0, alive1 = _alive_across(samples, W.start, W), _alive_across(samples, W.end, W)
+
+    # counters: decided at a boundary exactly when alive across it; regular without a reset
     b0 = counter_at_boundary(_neighbourhood(samples, W.start, W), W.start, W)
     b1 = counter_at_boundary(_neighbourhood(samples, W.end, W), W.end, W)
-    read = [(t, v) for t, v in samples if W.start - W.max_gap <= t <= W.end + W.horizon]
-    resets = sum(1 for (_, a), (_, b) in itertools.pairwise(read) if b < a)
+    assert (b0 is not None, b1 is not None) == (alive0, alive1)
+    scanned = [v for t, v in samples if W.start - W.search <= t <= W.end + W.search]
+    resets = sum(1 for a, b in itertools.pairwise(scanned) if b < a)
     if b0 is not None and b1 is not None and resets == 0:
         assert b1 - b0 == pytest.approx(counter_usage(samples, W), rel=1e-12, abs=1e-6)
 
-    # gauges: regular when alive across both boundaries and evenly spaced inside
+    # gauges: the closed form answers exactly for series alive across both boundaries whose
+    # samples from the one before T0 to the one after T1 are evenly spaced, and then it is exact
     start = gauge_start(_neighbourhood(samples, W.start, W), W)
     end = gauge_end(_neighbourhood(samples, W.end, W), W)
+    assert (start is not None, end is not None) == (alive0, alive1)
+    inside = [(t, v) for t, v in samples if W.start < t <= W.end]
+    closed = None if start is None or end is None else gauge_closed_form(start, end, *_sum_count(inside))
     if start is not None and end is not None:
-        usage = gauge_closed_form(start, end, sum(v for _, v in inside), len(inside))
-        if usage is not None:
-            assert usage == pytest.approx(gauge_usage(samples, W), rel=1e-9, abs=1e-6)
-        else:
-            # refused only when a scrape is missing somewhere between the samples around T0 and T1
-            gaps = [b - a for (a, _), (b, _) in itertools.pairwise(read)]
-            assert any(gap > spacing * 1.5 for gap in gaps), "refused a regular series"
+        lo = max(t for t, _ in samples if t <= W.start)
+        hi = min(t for t, _ in samples if t > W.end)
+        spacings = [b - a for (a, _), (b, _) in itertools.pairwise(samples) if lo <= a and b <= hi]
+        even = max(spacings) - min(spacings) <= EVEN
+        assert (closed is not None) == even, f"even={even} spacings={sorted(set(spacings))[:5]}"
+    if closed is not None:
+        assert closed == pytest.approx(gauge_usage(samples, W), rel=1e-9, abs=1e-6)
+
+
+def _sum_count(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return sum(v for _, v in samples), float(len(samples))
+
+
+def test_a_boundary_is_interpolated_between_the_two_samples_around_it_whatever_their_spacing() -> None:
+    """cAdvisor stamps samples with its own housekeeping times: the value at T0 lies on the line
+    between the two samples around it, not on one drawn with the average spacing."""
+    from cluster_exporter.accounting import counter_at_boundary
+
+    # 1 unit/s, samples at 988, 997 (3 s before T0), 1011 (11 s after), 1013, 1014
+    samples = [(t, t - 900.0) for t in (988.0, 997.0, 1011.0, 1013.0, 1014.0)]
+    assert counter_at_boundary(samples, 1000.0, W) == pytest.approx(100.0, rel=1e-12)
+    # a sample further than search after T0 is not in the answer: undecided, metered raw
+    assert counter_at_boundary([(990.0, 1.0), (1016.0, 2.0)], 1000.0, W) is None
+
+
+def test_copies_and_lives_of_one_unit_are_told_apart_in_time() -> None:
+    """Series of one unit (a container, a claim) alive together are copies, one after another
+    are lives: each piece of the window counts the largest usage any series shows in it."""
+    from cluster_exporter.accounting import merged_usage
+
+    w = Window(start=1000.0, end=1060.0, max_gap=20.0, search=15.0, lookback=500.0)
+    steady = [(990.0 + 5 * i, 1000.0 + 5 * i) for i in range(17)]  # 1/s from 990 to 1070
+    shifted = [(992.5 + 5 * i, 1002.5 + 5 * i) for i in range(16)]  # the same counter, another phase
+    assert merged_usage("counter", [steady, shifted], w) == pytest.approx(60.0)
+    # a copy that appears mid-window (a second scrape job added) is not a new life counted from zero
+    late_copy = [(t, v) for t, v in shifted if t > 1031]
+    assert merged_usage("counter", [steady, late_copy], w) == pytest.approx(60.0)
+    # a restart: the old container stops at 1020, the new one counts from zero from 1025
+    old = [(990.0 + 5 * i, 500.0 + 5 * i) for i in range(7)]  # 990..1020
+    new = [(1025.0 + 5 * i, 5.0 + 5 * i) for i in range(9)]  # 1025..1065, 5 used before its first sample
+    assert merged_usage("counter", [old, new], w) == pytest.approx(20.0 + 40.0)
+    # gauges: an RWX volume reported by two kubelets (equal values) counts once; an RWO volume
+    # whose pod moved at 1030 from one node to the other adds up
+    level = [(985.0 + 5 * i, 7.0) for i in range(19)]
+    assert merged_usage("gauge", [level, level[1:]], w) == pytest.approx(7.0 * 60)
+    node_a, node_b = [s for s in level if s[0] <= 1030], [s for s in level if s[0] >= 1035]
+    assert merged_usage("gauge", [node_a, node_b], w) == pytest.approx(7.0 * 30 + 7.0 * 25)
 
 
 def test_series_index_hands_each_series_out_once_and_drops_colliding_identities() -> None:
@@ -240,7 +309,6 @@ def test_series_index_hands_each_series_out_once_and_drops_colliding_identities(
 def test_series_index_sorts_in_buckets_at_scale_and_still_finds_every_series() -> None:
     """50,000 random identities (13 sort buckets), a few sharing a first half and one stored twice:
     every other series comes back with its own numbers, exactly once."""
-    import random
 
     from cluster_exporter.accounting import SeriesIndex
 
@@ -263,16 +331,15 @@ def test_series_index_sorts_in_buckets_at_scale_and_still_finds_every_series() -
 
 @pytest.mark.parametrize("seed", range(100))
 def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from_all_its_samples(seed: int) -> None:
-    """The raw path reads a counter in [T0 - max_gap, T1 + horizon] plus its last value in the
+    """The raw path reads a counter in [T0 - max_gap, T1 + max_gap] plus its last value in the
     lookback before that: the same amount as from every sample back to T0 - lookback."""
-    import random
 
     from cluster_exporter.accounting import with_value_before
 
     rng = random.Random(seed)
     spacing = rng.choice([2.0, 5.0, 10.0])
     t, value, samples = W.start - W.lookback - rng.uniform(0, 100), rng.uniform(0, 1e6), []
-    while t <= W.end + W.horizon:
+    while t <= W.end + W.max_gap:
         if rng.random() < 0.08:
             t += rng.uniform(10, 200)  # a gap, possibly across T0
         if rng.random() < 0.04:
@@ -281,7 +348,7 @@ def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from
         value += rng.uniform(0, 20)
         t += spacing
     samples = [(t, v) for t, v in samples if rng.random() > 0.1 or t > W.start]  # some lost scrapes
-    span = [(t, v) for t, v in samples if W.start - W.max_gap <= t <= W.end + W.horizon]
+    span = [(t, v) for t, v in samples if W.start - W.max_gap <= t <= W.end + W.max_gap]
     earlier = [v for t, v in samples if W.start - W.lookback <= t <= W.start - W.max_gap]
     before = earlier[-1] if earlier else None
     assert counter_usage(list(with_value_before(span, before, W)), W) == pytest.approx(

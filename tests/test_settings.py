@@ -76,7 +76,8 @@ def test_flags_beat_environment_beat_file(monkeypatch: pytest.MonkeyPatch, tmp_p
     [
         ({"metering": {"window": "90m"}}, "whole number of hours"),
         ({"metering": {"max_gap": "10m"}}, "max_gap"),
-        ({"metering": {"scrape_interval": "70s"}}, "1.5 scrape intervals"),
+        ({"metering": {"scrape_interval": "70s", "max_gap": "90s"}}, "1.5 scrape intervals"),
+        ({"metering": {"max_gap": "60s", "scrape_interval": "30s"}}, "boundary_search"),
         ({"metering": {"custom_meters": [{"name": "cpu_hours", "selector": "x"}]}}, "taken"),
         ({"metering": {"custom_meters": [{"name": "a", "selector": "x", "query": "y"}]}}, "exactly one"),
         ({"prometheus": {"url": "prometheus:9090"}}, "http"),

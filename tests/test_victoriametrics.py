@@ -47,9 +47,8 @@ async def test_raw_fetches_split_to_a_short_query_length(
     """VictoriaMetrics refuses queries over -search.maxQueryLen: prometheus.max_query_length keeps
     every raw-sample fetch under it, and the report stays the same."""
     settings = demo_settings(victoriametrics.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
-    short = settings.model_copy(
-        update={"prometheus": settings.prometheus.model_copy(update={"max_query_length": 1024})}
-    )
+    # shorter than the setting allows (1 KiB), so that the demo's few irregular units need several fetches
+    short = settings.model_copy(update={"prometheus": settings.prometheus.model_copy(update={"max_query_length": 700})})
     start, end = hour_windows(cluster)[1]
     raw: list[str] = []
     async with PrometheusClient(short.prometheus, lambda name, seconds, ok: raw.append(name)) as client:

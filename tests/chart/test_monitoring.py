@@ -40,8 +40,8 @@ RULES = EXPORTER_CHART / "rules" / "cluster-exporter.rules.yaml"
 RULE_TESTS = Path(__file__).parent / "rules_test.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
-# The demo history's three fully covered windows: --as-of 03:05 --backfill-from 00:00 makes all three due.
-AS_OF = "2025-11-20T03:05:00Z"
+# The demo history's three fully covered windows: --as-of 03:07 --backfill-from 00:00 makes all three due (settle 6m).
+AS_OF = "2025-11-20T03:07:00Z"
 BACKFILL_FROM = "2025-11-20T00:00:00Z"
 DEMO_WINDOWS = 3
 

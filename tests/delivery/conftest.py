@@ -2,7 +2,7 @@
 
 The real Prometheus over the demo history comes from tests/conftest.py (``prometheus``). The
 demo's windows 00:00-01:00, 01:00-02:00 and 02:00-03:00 on 2025-11-20 are fully covered, so a run
-``--as-of 03:05 --backfill-from 00:00`` has exactly those three windows due (settle delay 2m).
+``--as-of 03:07 --backfill-from 00:00`` has exactly those three windows due (settle delay 6m).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cluster_exporter.report import report_id
 
 from .receiver import Receiver
 
-AS_OF = "2025-11-20T03:05:00Z"
+AS_OF = "2025-11-20T03:07:00Z"
 BACKFILL_FROM = "2025-11-20T00:00:00Z"
 DAY = datetime(2025, 11, 20, tzinfo=UTC)
 WINDOW_ENDS = [DAY + timedelta(hours=h) for h in (1, 2, 3)]

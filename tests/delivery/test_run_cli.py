@@ -207,7 +207,7 @@ def test_first_start_begins_at_the_current_window_and_a_window_without_data_wait
 
     # An hour later the 03:00-04:00 window is due, but the demo history ends at 03:10: it cannot be closed.
     later = subprocess.run(
-        [*EXPORTER, "run", "--once", "--as-of", "2025-11-20T04:05:00Z"], env=env, capture_output=True, text=True
+        [*EXPORTER, "run", "--once", "--as-of", "2025-11-20T04:07:00Z"], env=env, capture_output=True, text=True
     )
     assert later.returncode == 3, later.stderr  # WindowNotReadyError's exit code
     assert "window 2025-11-20T03:00:00Z..04:00:00Z cannot be built" in later.stderr

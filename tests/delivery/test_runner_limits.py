@@ -101,7 +101,7 @@ async def test_windows_older_than_max_age_are_skipped_and_counted(
         registry = CollectorRegistry()
         assert await run_once(settings, registry) == 0
         keys = list(receiver.by_key())
-    # as of 03:05, 2h back is 01:05: the first window starting after it is 02:00-03:00
+    # as of 03:07, 2h back is 01:07: the first window starting after it is 02:00-03:00
     assert keys == window_ids(CLUSTER)[2:]
     assert sample(registry, "cluster_exporter_delivery_windows_skipped_total") == 2
     assert sample(registry, "cluster_exporter_delivery_windows_delivered_total") == 1
