@@ -200,5 +200,6 @@ class ExporterMetrics:
                     self.scrape_interval.remove(meter)
                 except KeyError:
                     pass
+            windows = self.windows_unattributed.labels(meter)  # at 0 from the first window: increase() sees the first
             if check.unattributed_amount > 0:
-                self.windows_unattributed.labels(meter).inc()
+                windows.inc()
