@@ -8,10 +8,12 @@ chart use exactly these names (a test checks them against a running exporter's /
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from . import __version__
+from .checks import MeterCheck
 
 QUERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -129,6 +131,38 @@ class ExporterMetrics:
             registry=registry,
         )
 
+        # what the last measured window's answers showed, per meter (see checks.py)
+        self.metering_series = Gauge(
+            "cluster_exporter_metering_series",
+            "Series the last measured window's answers held, per meter.",
+            ["meter"],
+            registry=registry,
+        )
+        self.unattributed_series = Gauge(
+            "cluster_exporter_metering_unattributed_series",
+            "Series of the last measured window with no namespace the meter reads (label missing or empty), per meter.",
+            ["meter"],
+            registry=registry,
+        )
+        self.unattributed_amount = Gauge(
+            "cluster_exporter_metering_unattributed_amount",
+            "Usage of those series in the last measured window, in the meter's report units (not billed).",
+            ["meter"],
+            registry=registry,
+        )
+        self.scrape_interval = Gauge(
+            "cluster_exporter_metering_scrape_interval_seconds",
+            "Median spacing of the samples in the last measured window, per meter (absent when unknown).",
+            ["meter"],
+            registry=registry,
+        )
+        self.windows_unattributed = Counter(
+            "cluster_exporter_metering_windows_with_unattributed_usage_total",
+            "Window measurements with usage attributed to no namespace, per meter (a retried window counts again).",
+            ["meter"],
+            registry=registry,
+        )
+
         # high availability
         self.is_leader = Gauge(
             "cluster_exporter_leader_is_leader",
@@ -146,3 +180,26 @@ class ExporterMetrics:
         self.query_duration.labels(name).observe(seconds)
         if not ok:
             self.query_errors.labels(name).inc()
+
+    def on_window_checks(self, checks: Sequence[MeterCheck]) -> None:
+        """Hook for measure_window: record what one window's answers showed, per meter.
+
+        Called for every measured window, also one that then fails its data checks, so the gauges
+        show why a window cannot be billed while it keeps failing.
+        """
+        for check in checks:
+            meter = check.meter
+            self.metering_series.labels(meter).set(check.series)
+            self.unattributed_series.labels(meter).set(check.unattributed_series)
+            self.unattributed_amount.labels(meter).set(check.unattributed_amount)
+            interval = check.scrape_interval
+            if interval is not None:
+                self.scrape_interval.labels(meter).set(interval)
+            else:  # a value from an earlier window would pass for this one's
+                try:
+                    self.scrape_interval.remove(meter)
+                except KeyError:
+                    pass
+            windows = self.windows_unattributed.labels(meter)  # at 0 from the first window: increase() sees the first
+            if check.unattributed_amount > 0:
+                windows.inc()

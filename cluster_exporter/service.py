@@ -146,7 +146,9 @@ async def dry_run(settings: Settings, options: RunOptions, out: TextIO) -> int:
     metrics = ExporterMetrics(CollectorRegistry())
     async with PrometheusClient(settings.prometheus, on_query=metrics.on_query) as prometheus:
         for end in ends:
-            report = await measure_window(settings, end, now, prometheus, discover=_counting_discover(metrics))
+            report = await measure_window(
+                settings, end, now, prometheus, discover=_counting_discover(metrics), on_checks=metrics.on_window_checks
+            )
             out.write(report.to_json() + "\n")
             out.flush()
     return 0
@@ -220,7 +222,9 @@ async def run_service(
             discover = _counting_discover(metrics)
 
             async def build(end: datetime, now: datetime) -> UsageReport:
-                return await measure_window(settings, end, now, prometheus, discover=discover)
+                return await measure_window(
+                    settings, end, now, prometheus, discover=discover, on_checks=metrics.on_window_checks
+                )
 
             clock = make_clock(options.as_of)
             progress = Progress(d.progress, stream)

@@ -56,6 +56,9 @@ DASHBOARD_MUST_SHOW = {
     "customers reported": "cluster_exporter_report_customers",
     "namespaces reported": "cluster_exporter_report_namespaces",
     "leader": "cluster_exporter_leader_is_leader",
+    "unattributed usage per meter": "cluster_exporter_metering_unattributed_amount",
+    "unattributed series per meter": "cluster_exporter_metering_unattributed_series",
+    "series seen per meter": "cluster_exporter_metering_series",
 }
 
 # --- PromQL ---------------------------------------------------------------------------------------
@@ -181,6 +184,8 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
     assert not missing, f"the dashboard does not show {missing}"
     latency = [e for _, e in panel_targets() if "prometheus_query_duration_seconds_bucket" in e]
     assert any(re.search(r"by \(query\b", e) for e in latency), "query latency must be split by query"
+    unattributed = [e for _, e in panel_targets() if "cluster_exporter_metering_unattributed_amount" in e]
+    assert any(re.search(r"by \(meter\b", e) for e in unattributed), "unattributed usage must be split by meter"
 
 
 # --- the alerts ---------------------------------------------------------------------------------------
@@ -324,7 +329,9 @@ def live_exporter(
     try:
         with _Receiver() as receiver:
             # The pod's files, at temporary paths: the config file, the mounted token, the state directory.
+            # PYTHONPATH: the package of this tree, whatever copy the interpreter has installed.
             env: dict[str, str] = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "HOME": str(work)}
+            env["PYTHONPATH"] = str(ROOT)
             env.update({item["name"]: item["value"] for item in container["env"] if "value" in item})
             (work / "config.toml").write_text(config["data"]["config.toml"])
             (work / "token").write_text(base64.b64decode(secret["data"]["token"]).decode())
@@ -405,3 +412,23 @@ def test_live_exporter_exposes_every_exporter_metric(exposed_metrics: set[str]) 
     ExporterMetrics(registry)
     declared = exposed_names(generate_latest(registry).decode())
     assert declared <= exposed_metrics, sorted(declared - exposed_metrics)
+
+
+def test_live_exporter_reports_what_metering_saw_per_meter(live_exporter: str) -> None:
+    """After its windows, the exporter has per-meter samples (service.py hands measure_window the hook)."""
+    status, text = _get(f"{live_exporter}/metrics")
+    assert status == 200
+    samples = {
+        (sample.name, sample.labels.get("meter")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("cluster_exporter_metering_")
+    }
+    for meter in ("cpu_hours", "memory_gb_hours"):
+        assert samples.get(("cluster_exporter_metering_series", meter), 0) > 0, meter
+        for name in (
+            "cluster_exporter_metering_unattributed_series",
+            "cluster_exporter_metering_unattributed_amount",
+            "cluster_exporter_metering_windows_with_unattributed_usage_total",
+        ):
+            assert (name, meter) in samples, (name, meter)
