@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 
 from .errors import LayoutError
 
+# Labels that hold a tenant namespace in the layouts real installations store, most likely first
+# (a label such as controller_namespace holds the exporter's own, never the tenant's).
+LIKELY_NAMESPACE_LABELS = ("namespace", "exported_namespace", "destination_service_namespace", "kubernetes_namespace")
 SPACINGS_KEPT = 4096  # samples of spacing kept per meter for the median (bounded memory)
 
 
@@ -85,17 +88,19 @@ def attribution_problem(check: MeterCheck, selector: str, min_share: float, sett
         return None
     expected = " or ".join(check.namespace_labels)
     found = ", ".join(name for name, _ in check.labels_found.most_common(8)) or "no labels"
-    candidates = [name for name in check.labels_found if "namespace" in name and name not in check.namespace_labels]
+    candidates = sorted(
+        (name for name in check.labels_found if "namespace" in name and name not in check.namespace_labels),
+        key=lambda name: (name not in LIKELY_NAMESPACE_LABELS, name),
+    )
     fix = ""
     if setting and candidates:
-        fix = f' (set {setting} = "{sorted(candidates)[0]}")'
+        fix = f' (set {setting} = "{candidates[0]}")'
     elif setting:
         fix = f" (set {setting} to the label that holds the tenant namespace)"
     what = "none" if attributed_series == 0 else f"only {share:.1%} of the usage"
-    return (
-        f"{check.meter}: {check.series} {selector} series, {what} with label {expected}; "
-        f"{check.unattributed_series} carry {found}{fix}"
-    )
+    carry = ", ".join(candidates) if candidates else found
+    who = "they" if attributed_series == 0 else f"{check.unattributed_series} of them"
+    return f"{check.meter}: {check.series} {selector} series, {what} with label {expected}; {who} carry {carry}{fix}"
 
 
 def check_attribution(checks: list[tuple[MeterCheck, str, str | None]], min_share: float) -> None:

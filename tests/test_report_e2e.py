@@ -251,3 +251,70 @@ async def test_meters_at_once_auto_measures_one_meter_at_a_time_on_large_cluster
         report = await measure_window(settings, datetime(2025, 11, 20, 2, tzinfo=UTC), LATER, prom, discover)
     assert len(report.usage) == namespaces
     assert most == expected
+
+
+async def test_the_demo_attributes_everything_and_its_data_shows_its_scrape_interval(
+    settings: Settings, cluster: Cluster
+) -> None:
+    """What the answers said about the demo's data: every series attributed, the Ingress'
+    namespace read from exported_namespace (nginx scraped without honorLabels), 15 s scrapes."""
+    from cluster_exporter.checks import MeterCheck
+
+    seen: list[MeterCheck] = []
+    async with PrometheusClient(settings.prometheus) as prom:
+        await measure_window(settings, hour_windows(cluster)[1][1], LATER, prom, on_checks=seen.extend)
+    checks = {c.meter: c for c in seen}
+    assert set(checks) == set(METERS)
+    for check in seen:
+        assert check.series > 0 and check.unattributed_series == 0 and check.unattributed_amount == 0, check.meter
+        assert check.attributed_amount > 0, check.meter
+    for meter in ("cpu_hours", "memory_gb_hours", "network_bytes_sent", "storage_gb_hours", "http_requests"):
+        assert checks[meter].scrape_interval == 15.0, meter
+    assert set(checks["http_requests"].label_used) == {"exported_namespace"}
+    assert set(checks["cpu_hours"].label_used) == {"namespace"}
+    # node_b scrapes nothing from 01:25:00 to 01:26:00: four 15 s scrapes lost, 75 s between two
+    # samples of its irregular series (metered raw), bridged
+    node_b = next(t for s in cluster.series if (t := s.target).name == "10.0.0.2:10250")
+    lo, hi = node_b.gaps[0]
+    assert checks["memory_gb_hours"].longest_gap == pytest.approx(
+        node_b.time_at(node_b.index_at_or_after(hi)) - node_b.time_at(node_b.index_at_or_before(lo))
+    )
+    assert checks["memory_gb_hours"].longest_gap == 75.0
+
+
+async def test_a_namespace_label_the_series_do_not_carry_fails_the_window_naming_the_setting(
+    settings: Settings, cluster: Cluster
+) -> None:
+    from cluster_exporter.errors import LayoutError
+
+    wrong = settings.metering.model_copy(update={"nginx_namespace_label": "ingress_namespace"})
+    with pytest.raises(LayoutError) as failure:
+        await _report(settings.model_copy(update={"metering": wrong}), hour_windows(cluster)[1][1])
+    message = str(failure.value)
+    assert message.startswith("http_requests: 30 nginx_ingress_controller_requests series, none with label ")
+    assert message.endswith(
+        '; they carry exported_namespace, namespace (set metering.nginx_namespace_label = "exported_namespace")'
+    ), message
+    assert "\n" not in message
+
+
+async def test_cpu_without_memory_fails_the_window(cluster: Cluster, kube: KubeApiStandIn, tmp_path: Path) -> None:
+    """A labeled namespace whose memory series are gone (a relabeling dropped them) is a broken
+    pipeline: the window fails instead of billing it no memory."""
+    import dataclasses
+
+    from cluster_exporter.devtools.demo import demo_settings, prepare
+    from cluster_exporter.devtools.kubeapi_standin import write_kubeconfig
+    from cluster_exporter.devtools.prometheus_server import PrometheusServer
+    from cluster_exporter.errors import LayoutError
+
+    series = [
+        s
+        for s in cluster.series
+        if not (s.name == "container_memory_working_set_bytes" and dict(s.labels).get("namespace") == "hooli")
+    ]
+    broken = dataclasses.replace(cluster, series=series)
+    with PrometheusServer(prepare(tmp_path, broken)) as prom:
+        settings = demo_settings(prom.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
+        with pytest.raises(LayoutError, match=r"memory_gb_hours: 1 labeled namespace\(s\) used CPU .*e\.g\. hooli"):
+            await _report(settings, hour_windows(broken)[1][1])
