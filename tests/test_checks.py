@@ -10,7 +10,7 @@ from cluster_exporter.checks import MeterCheck, attribution_problem, check_pipel
 from cluster_exporter.errors import LayoutError
 
 NGINX = "nginx_ingress_controller_requests"
-NGINX_LABELS = ["controller_class", "controller_namespace", "controller_pod", "ingress", "method", "namespace", "status"]
+NGINX_LABELS = ["controller_class", "controller_namespace", "controller_pod", "ingress", "method", "namespace"]
 
 
 def _check(series: int, unattributed: int, attributed_amount: float, unattributed_amount: float) -> MeterCheck:
