@@ -354,6 +354,7 @@ class UnitTotals:
         self._usage = array("d")
         self._namespace: list[str] = []
         self.irregular_units: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.copies = 0  # series merged into another as a copy of the same thing (add_to counts them)
 
     def _ids(self, labels: Mapping[str, str]) -> tuple[tuple[int, int], int, int]:
         """(copy id, unit id, rank of the view) of a series."""
@@ -398,6 +399,7 @@ class UnitTotals:
             row = group.get(lo[i])
             if row is not None:
                 usage[row] = max(usage[row], usage[i])
+                self.copies += 1
                 continue
             group[lo[i]] = i
             copies.append(i)

@@ -38,6 +38,7 @@ class MeterCheck:
     label_used: Counter[str] = field(default_factory=Counter)  # which of namespace_labels attributed a series
     spacings: list[float] = field(default_factory=list)  # seconds between consecutive samples (bounded)
     longest_gap: float = 0.0  # the longest spacing between two samples of one series seen
+    copies: int = 0  # series alive across the window that were copies of another (two jobs, HA replicas)
 
     def saw_spacing(self, seconds: float) -> None:
         """Record the distance between two consecutive samples of one series."""
@@ -67,6 +68,7 @@ class MeterCheck:
         for spacing in other.spacings:
             self.saw_spacing(spacing)
         self.longest_gap = max(self.longest_gap, other.longest_gap)
+        self.copies += other.copies
 
 
 def attribution_problem(check: MeterCheck, selector: str, min_share: float, setting: str | None) -> str | None:

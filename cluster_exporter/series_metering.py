@@ -59,6 +59,7 @@ async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Windo
         await _gauges(prometheus, meter, w, totals, result)
     raw = await _irregular_units(prometheus, meter, totals.irregular_units, w, result.check)
     totals.add_to(lambda namespace, amount: into.add(meter.name, namespace, amount))
+    result.check.copies = totals.copies
     for namespace, amount in raw:
         into.add(meter.name, into.intern(namespace), amount)
     return result

@@ -271,6 +271,8 @@ async def test_the_demo_attributes_everything_and_its_data_shows_its_scrape_inte
     for meter in ("cpu_hours", "memory_gb_hours", "network_bytes_sent", "storage_gb_hours", "http_requests"):
         assert checks[meter].scrape_interval == 15.0, meter
     assert set(checks["http_requests"].label_used) == {"exported_namespace"}
+    # node C is scraped by two jobs: the acme web pod's two containers are copied once each
+    assert checks["cpu_hours"].copies == 2 and checks["memory_gb_hours"].copies == 2
     assert set(checks["cpu_hours"].label_used) == {"namespace"}
     # node_b scrapes nothing from 01:25:00 to 01:26:00: four 15 s scrapes lost, 75 s between two
     # samples of its irregular series (metered raw), bridged
