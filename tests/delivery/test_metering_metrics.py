@@ -141,7 +141,7 @@ async def test_a_window_that_fails_its_data_checks_still_updates_the_metrics(
     registry = CollectorRegistry()
     with Receiver(token=TOKEN) as receiver:
         settings = settings_for(prometheus, kube, tmp_path, receiver.url, "2025-11-21T02:00:00Z")
-        options = RunOptions(once=True, as_of=parse_time("2025-11-21T03:05:00Z"))
+        options = RunOptions(once=True, as_of=parse_time("2025-11-21T03:10:00Z"))
         assert await run_service(settings, options, registry=registry, install_signal_handlers=False) == 4
         assert receiver.snapshot() == []
     assert value(registry, SERIES, "cpu_hours") == 0
