@@ -110,7 +110,9 @@ async def measure_window(
         if query.role == "namespaces":
 
             def on_sample(labels: dict[str, str], value: float) -> None:
-                historical[labels.get("namespace", "")] = labels.get(ksm_label, "")
+                namespace = labels.get("exported_namespace") or labels.get("namespace")
+                if namespace:
+                    historical[namespace] = labels.get(ksm_label, "")
 
         else:  # a custom meter's own PromQL: final amounts per namespace ("" when it has none)
             meter = by_meter[query.meter]

@@ -483,8 +483,11 @@ def _matchers(units: Sequence[Unit]) -> dict[str, list[str]]:
 def namespace_owners(label_key: str, w: Window) -> Query:
     """kube-state-metrics' record of each namespace's customer label during the window."""
     ksm_label = ksm_label_name(label_key)
+    # kube-state-metrics' own `namespace` label arrives as exported_namespace when its scrape job
+    # does not honor labels (the target's namespace took the name): keep both, as the meters do
+    by = ", ".join((*NAMESPACE_LABELS, ksm_label))
     expr = (
-        f'max by (namespace, {ksm_label}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}'
+        f'max by ({by}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}'
         f"[{_d(w.length + w.max_gap)}]))"
     )
     return Query("namespace_owners", expr, "namespaces", "namespaces", w.end + w.max_gap)
