@@ -22,8 +22,8 @@ from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState,
 from cluster_exporter.devtools.original_design import INCREASE_ONLY, ORIGINAL, per_namespace_usage
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.metering import measure_window, parse_time
+from cluster_exporter.meters import NAMES as BUILTIN_METERS
 from cluster_exporter.prometheus import PrometheusClient
-from cluster_exporter.settings import BUILTIN_METERS
 
 METERS = BUILTIN_METERS
 

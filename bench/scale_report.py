@@ -42,9 +42,10 @@ from cluster_exporter.devtools.original_design import ORIGINAL, per_namespace_us
 from cluster_exporter.devtools.prometheus_server import PrometheusServer, backfill
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
 from cluster_exporter.metering import all_meters, make_window
+from cluster_exporter.meters import NAMES as BUILTIN_METERS
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.queries import meter_queries, namespace_owners
-from cluster_exporter.settings import BUILTIN_METERS, PrometheusSettings, load_settings
+from cluster_exporter.settings import PrometheusSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_END = datetime(2025, 11, 20, 2, tzinfo=UTC)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from . import queries as q
@@ -20,6 +20,7 @@ from .prometheus import PrometheusClient
 from .report import UsageReport, build_report
 from .series_metering import meter_amounts
 from .settings import KubernetesSettings, Settings
+from .times import BadTime, parse_rfc3339
 
 CPU = "cpu_hours"
 # prometheus.meters_at_once = "auto": one meter at a time until discovery has counted the labeled
@@ -36,12 +37,9 @@ OnChecks = Callable[[Sequence[MeterCheck]], None]
 def parse_time(text: str) -> datetime:
     """An RFC 3339 time (``2025-11-20T02:00:00Z``) in UTC, or a UsageError."""
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"not a time: {text!r} (use RFC 3339, e.g. 2025-11-20T02:00:00Z)") from exc
-    if moment.tzinfo is None:
-        raise UsageError(f"time {text!r} has no timezone (add Z for UTC)")
-    return moment.astimezone(UTC)
+        return parse_rfc3339(text)
+    except BadTime as exc:
+        raise UsageError(str(exc)) from None
 
 
 def window_bounds(window_end: datetime, length: timedelta) -> tuple[datetime, datetime]:

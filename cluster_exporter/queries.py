@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from . import meters
 from .settings import CustomMeter, MeteringSettings
 
 Kind = Literal["counter", "gauge"]
@@ -108,7 +109,7 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
     # copies, and a restart's new series follows the old one.
     containers = 'container!="",container!="POD"'
     container_unit = (*NAMESPACE_LABELS, "pod", "container")
-    meters = [
+    out = [
         Meter(
             "cpu_hours",
             "counter",
@@ -133,7 +134,7 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
         ("network_bytes_sent", "container_network_transmit_bytes_total"),
         ("network_bytes_received", "container_network_receive_bytes_total"),
     ):
-        meters.append(
+        out.append(
             Meter(
                 name,
                 "counter",
@@ -141,13 +142,13 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
                 namespace_labels=NAMESPACE_LABELS,
                 prefer=("container", ("", "POD")),
                 unit=(*NAMESPACE_LABELS, "pod", "interface"),
-                integer=True,
+                integer=meters.BY_NAME[name].integer,
             )
         )
     # A volume's usage is one value per namespace and claim, whoever reports it: an RWX volume
     # mounted on several nodes is reported by each kubelet, an RWO volume by the next node after
     # its pod moved.
-    meters.append(
+    out.append(
         Meter(
             "storage_gb_hours",
             "gauge",
@@ -161,32 +162,32 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
     replica_safe = tuple(label for label in dedup if label not in ("instance", "node", "pod"))
     if settings.http_source == "nginx":
         auto = settings.nginx_namespace_label == "auto"
-        meters.append(
+        out.append(
             Meter(
                 "http_requests",
                 "counter",
                 "nginx_ingress_controller_requests",
                 namespace_labels=NAMESPACE_LABELS if auto else (settings.nginx_namespace_label,),
                 dedup=replica_safe,
-                integer=True,
+                integer=meters.BY_NAME["http_requests"].integer,
                 required=True,
                 namespace_setting="metering.nginx_namespace_label",
             )
         )
     elif settings.http_source == "istio":
         # Both sidecars report each request (reporter="source" and "destination"): count the server's.
-        meters.append(
+        out.append(
             Meter(
                 "http_requests",
                 "counter",
                 'istio_requests_total{reporter="destination"}',
                 namespace_labels=("destination_service_namespace",),
                 dedup=replica_safe,
-                integer=True,
+                integer=meters.BY_NAME["http_requests"].integer,
                 required=True,
             )
         )
-    return meters
+    return out
 
 
 def custom_meters(settings: MeteringSettings) -> list[Meter]:
@@ -486,10 +487,7 @@ def namespace_owners(label_key: str, w: Window) -> Query:
     # kube-state-metrics' own `namespace` label arrives as exported_namespace when its scrape job
     # does not honor labels (the target's namespace took the name): keep both, as the meters do
     by = ", ".join((*NAMESPACE_LABELS, ksm_label))
-    expr = (
-        f'max by ({by}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}'
-        f"[{_d(w.length + w.max_gap)}]))"
-    )
+    expr = f'max by ({by}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}[{_d(w.length + w.max_gap)}]))'
     return Query("namespace_owners", expr, "namespaces", "namespaces", w.end + w.max_gap)
 
 

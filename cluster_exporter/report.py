@@ -19,10 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_serializer, field_validator, model_validator
 
+from . import meters
+
 # uuid5 namespace of cluster-exporter report ids (a fixed, random UUID: never change it).
 REPORT_ID_NAMESPACE = uuid.UUID("5b0c7d1e-4a52-4c61-9a5f-0f2b8f0e6c3a")
 AMOUNT_DECIMALS = 9
-INTEGER_METERS = frozenset({"network_bytes_sent", "network_bytes_received", "http_requests"})
+INTEGER_METERS = meters.INTEGER
 SCHEMA_VERSION = 1
 
 
@@ -38,13 +40,8 @@ def report_id(cluster_id: str, window_start: datetime, window_end: datetime) -> 
 
 
 # The built-in meters every usage record carries, in order, with the value of a meter not measured.
-BUILTIN_AMOUNTS: tuple[tuple[str, float | int], ...] = (
-    ("cpu_hours", 0.0),
-    ("memory_gb_hours", 0.0),
-    ("network_bytes_sent", 0),
-    ("network_bytes_received", 0),
-    ("storage_gb_hours", 0.0),
-    ("http_requests", 0),
+BUILTIN_AMOUNTS: tuple[tuple[str, float | int], ...] = tuple(
+    (spec.name, 0 if spec.integer else 0.0) for spec in meters.BUILTIN
 )
 _BUILTIN = dict(BUILTIN_AMOUNTS)
 _RECORD_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])

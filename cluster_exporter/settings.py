@@ -35,7 +35,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from . import meters
 from .errors import UsageError
+from .times import parse_rfc3339
 
 _DURATION_RE = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m(?!s))?\s*(?:(\d+(?:\.\d+)?)s)?\s*(?:(\d+)ms)?\s*$"
@@ -197,7 +199,7 @@ class CustomMeter(_Group):
     def _name(cls, value: str) -> str:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", value):
             raise ValueError(f"meter name must be snake_case: {value!r}")
-        if value in BUILTIN_METERS or value in ("customer_id", "namespaces"):
+        if value in meters.RESERVED:
             raise ValueError(f"meter name {value!r} is taken by a built-in field")
         return value
 
@@ -207,15 +209,6 @@ class CustomMeter(_Group):
             raise ValueError(f"custom meter {self.name!r}: give exactly one of selector or query")
         return self
 
-
-BUILTIN_METERS = (
-    "cpu_hours",
-    "memory_gb_hours",
-    "network_bytes_sent",
-    "network_bytes_received",
-    "storage_gb_hours",
-    "http_requests",
-)
 
 DEFAULT_DEDUP_LABELS = [
     "job",
@@ -338,11 +331,7 @@ class BillingApiSettings(_Group):
 
 def _utc_time(value: Any) -> Any:
     if isinstance(value, str):
-        text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise ValueError(f"not a time: {value!r} (use RFC 3339, e.g. 2025-11-20T00:00:00Z)") from exc
+        value = parse_rfc3339(value)  # BadTime is a ValueError: pydantic reports it
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("time has no timezone (add Z for UTC)")

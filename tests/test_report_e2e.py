@@ -12,9 +12,10 @@ from cluster_exporter.devtools.clusters import hour_windows
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
 from cluster_exporter.metering import all_meters, make_window, measure_window
+from cluster_exporter.meters import NAMES as BUILTIN_METERS
 from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.report import UsageReport, report_id
-from cluster_exporter.settings import BUILTIN_METERS, Settings
+from cluster_exporter.settings import Settings
 
 from .conftest import LATER
 

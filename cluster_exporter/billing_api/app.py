@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..report import format_time
+from ..times import BadTime, parse_rfc3339
 from .errors import RequestRejected, StorageError
 from .metrics import BillingApiMetrics
 from .models import check_idempotency_key, parse_customer, parse_report
@@ -179,12 +180,12 @@ async def get_invoice(request: web.Request) -> web.Response:
 def _hour_param(request: web.Request, name: str) -> datetime:
     text = request.query.get(name, "")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        moment = parse_rfc3339(text)
+    except BadTime:
         raise RequestRejected(400, f"{name} must be an RFC 3339 time such as 2025-11-01T00:00:00Z") from None
-    if moment.tzinfo is None or moment.minute or moment.second or moment.microsecond:
+    if moment.minute or moment.second or moment.microsecond:
         raise RequestRejected(400, f"{name} must be a whole hour with a timezone")
-    return moment.astimezone(UTC)
+    return moment
 
 
 def _number(amount: Decimal) -> int | float:

@@ -24,17 +24,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .. import meters
 from .errors import BillingConfigError, RequestRejected
 
 # Built-in meters of the exporter's report -> whether their amounts are whole numbers.
-BUILTIN_METERS: dict[str, bool] = {
-    "cpu_hours": False,
-    "memory_gb_hours": False,
-    "network_bytes_sent": True,
-    "network_bytes_received": True,
-    "storage_gb_hours": False,
-    "http_requests": True,
-}
+BUILTIN_METERS: dict[str, bool] = {spec.name: spec.integer for spec in meters.BUILTIN}
 LIMIT_KEYS = ("vcpu", "memory_gb", "storage_gb", "network_gb")
 GIB = Decimal(2**30)
 MILLION = Decimal(10**6)
@@ -320,25 +314,36 @@ def compute_invoice(
     def total(meter: str) -> Decimal:
         return totals.get(meter, Decimal(0))
 
+    def unit(meter: str) -> str:
+        return meters.BY_NAME[meter].pricing_unit
+
     prices = pricing.prices
     lines = [
-        InvoiceLine("cpu", "core-hour", total("cpu_hours"), times_hours(limits["vcpu"]), prices.cpu_core_hour),
+        InvoiceLine("cpu", unit("cpu_hours"), total("cpu_hours"), times_hours(limits["vcpu"]), prices.cpu_core_hour),
         InvoiceLine(
-            "memory", "GB-hour", total("memory_gb_hours"), times_hours(limits["memory_gb"]), prices.memory_gb_hour
+            "memory",
+            unit("memory_gb_hours"),
+            total("memory_gb_hours"),
+            times_hours(limits["memory_gb"]),
+            prices.memory_gb_hour,
         ),
         InvoiceLine(
-            "storage", "GB-month", total("storage_gb_hours") / hours, limits["storage_gb"], prices.storage_gb_month
+            "storage",
+            unit("storage_gb_hours"),
+            total("storage_gb_hours") / hours,
+            limits["storage_gb"],
+            prices.storage_gb_month,
         ),
         InvoiceLine(
             "network",
-            "GB",
+            unit("network_bytes_sent"),
             (total("network_bytes_sent") + total("network_bytes_received")) / GIB,
             limits["network_gb"],
             prices.network_gb,
         ),
         InvoiceLine(
             "http_requests",
-            "million requests",
+            unit("http_requests"),
             total("http_requests") / MILLION,
             Decimal(0),
             prices.http_million_requests,
