@@ -285,25 +285,23 @@ def _layout(finding: MeterFinding) -> list[Recommendation]:
         )
         return [Recommendation("setting", meter.namespace_setting, best.label, f"{share}; {best.label}: {held}")]
     found = ", ".join(name for name, _ in check.labels_found.most_common(8)) or "no labels"
-    where = f"the label that holds the tenant namespace (they carry {found})"
     if meter.namespace_setting is not None:
-        return [Recommendation("setting", meter.namespace_setting, None, f"{share}; set it to {where}")]
-    return [
-        Recommendation(
-            "scrape",
-            None,
-            None,
-            f"{share}: a scrape job or relabeling drops or renames it; keep {meter.namespace_label} on "
-            f"{meter.selector} ({where})",
-        )
-    ]
+        reason = f"{share}; set it to the label that holds the tenant namespace (they carry {found})"
+        return [Recommendation("setting", meter.namespace_setting, None, reason)]
+    reason = (
+        f"{share} (they carry {found}): a scrape job or relabeling drops or renames it; keep "
+        f"{meter.namespace_label} on {meter.selector}"
+    )
+    return [Recommendation("scrape", None, None, reason)]
 
 
 def _sources(d: Diagnosis) -> list[Recommendation]:
     out: list[Recommendation] = []
     s = d.settings
+    # a required source without series, on a cluster whose other meters have data (else nothing is scraped)
+    scraped = any(f.check is not None and f.check.series for f in d.meters if not f.meter.required)
     for finding in d.meters:
-        if finding.check is not None and finding.meter.required and not finding.check.series:
+        if scraped and finding.check is not None and finding.meter.required and not finding.check.series:
             if finding.meter.name == "http_requests":
                 reason = f"no {finding.meter.selector} series: set it if this cluster has no ingress"
                 if s.metering.http_source == "nginx":
@@ -323,7 +321,7 @@ def _sources(d: Diagnosis) -> list[Recommendation]:
     )
     if ksm is not None and ksm.namespaces and not ksm.owners:
         out.append(allowlist)
-    elif ksm is not None and not ksm.namespaces and s.metering.namespace_labels_metric:
+    elif ksm is not None and not ksm.namespaces and s.metering.namespace_labels_metric and scraped:
         out.append(
             Recommendation(
                 allowlist.kind,
