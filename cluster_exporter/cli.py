@@ -2,7 +2,7 @@
 
 cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
 cluster-exporter run [--once] [--as-of T] [--backfill-from T] [--state-dir D] [--dry-run] [options]
-cluster-exporter doctor [--window-end T | --as-of T] [--format table|json] [options]
+cluster-exporter doctor [--window-end T] [--as-of T] [--format table|json] [options]
 cluster-exporter demo [--format table|json]
 cluster-exporter config-reference
 cluster-exporter billing-api serve | invoice | migrate [options]
@@ -184,20 +184,14 @@ def _run_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from .doctor import diagnose, render_table, to_json
+    from .doctor import render_table, run_doctor, to_json
     from .metering import parse_time
-    from .prometheus import PrometheusClient
     from .runner import newest_due_end
 
     now = parse_time(args.as_of) if args.as_of else datetime.now(UTC)
     m = settings.metering
     end = parse_time(args.window_end) if args.window_end else newest_due_end(now, m.window, m.effective_settle_delay)
-
-    async def diagnose_window() -> Any:
-        async with PrometheusClient(settings.prometheus) as prometheus:
-            return await diagnose(settings, end, now, prometheus)
-
-    diagnosis = asyncio.run(diagnose_window())
+    diagnosis = asyncio.run(run_doctor(settings, end, now))
     print(json.dumps(to_json(diagnosis), indent=2) if args.format == "json" else render_table(diagnosis))
     failure = diagnosis.failure()
     if failure is not None:

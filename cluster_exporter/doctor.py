@@ -98,7 +98,7 @@ class Diagnosis:
     live: dict[str, str] | None = None  # namespace -> customer, from the Kubernetes API
     ksm: KsmFinding | None = None
     error: ExporterError | None = None  # why the window cannot be metered as configured
-    failed_queries: list[str] = field(default_factory=list)  # the doctor's own queries that failed
+    failed_queries: list[str] = field(default_factory=list)  # the doctor's own reads that failed, one line each
 
     def failure(self) -> ExporterError | None:
         """The metering error, else a doctor query's failure, else None (exit 0)."""
@@ -180,7 +180,15 @@ async def diagnose(
     return d
 
 
-async def _ask(d: Diagnosis, prometheus: PrometheusClient, query: q.Query, on_sample: Any) -> bool:
+async def run_doctor(settings: Settings, window_end: datetime, now: datetime) -> Diagnosis:
+    """The doctor command's body: diagnose one window through a Prometheus client of its own."""
+    async with PrometheusClient(settings.prometheus) as prometheus:
+        return await diagnose(settings, window_end, now, prometheus)
+
+
+async def _ask(
+    d: Diagnosis, prometheus: PrometheusClient, query: q.Query, on_sample: Callable[[dict[str, str], float], None]
+) -> bool:
     """Run one doctor query; a failure is recorded, not raised (the rest is still worth printing)."""
     try:
         await prometheus.fold_vector(query.name, query.expr, query.at, on_sample)
@@ -222,7 +230,7 @@ async def _namespace_labels(d: Diagnosis, prometheus: PrometheusClient, w: q.Win
         d.ksm = ksm
 
 
-def candidate_names(finding: MeterFinding) -> list[str]:
+def _candidate_names(finding: MeterFinding) -> list[str]:
     """Labels on a meter's unattributed series whose name says they may hold a namespace."""
     if finding.check is None:
         return []
@@ -234,7 +242,7 @@ def candidate_names(finding: MeterFinding) -> list[str]:
 
 
 async def _candidate_labels(d: Diagnosis, finding: MeterFinding, prometheus: PrometheusClient, w: q.Window) -> None:
-    names = candidate_names(finding)
+    names = _candidate_names(finding)
     if not names or finding.meter.template is not None:  # (names: the check has unattributed series)
         return
     values: dict[str, set[str]] = {name: set() for name in names}

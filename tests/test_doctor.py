@@ -24,7 +24,7 @@ from cluster_exporter import queries as q
 from cluster_exporter.checks import MeterCheck
 from cluster_exporter.devtools.demo import CUSTOM_METERS, demo_namespaces, prepare
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
-from cluster_exporter.devtools.prometheus_server import PrometheusServer
+from cluster_exporter.devtools.prometheus_server import PrometheusServer, free_port
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster, Series
 from cluster_exporter.doctor import Diagnosis, KsmFinding, MeterFinding, diagnose, recommendations, to_json, warnings
 from cluster_exporter.metering import all_meters
@@ -119,7 +119,9 @@ def kube_thread(cluster: Cluster) -> Iterator[KubeApiStandIn]:
     standin.stop_thread()
 
 
-def doctor_cli(prometheus_url: str, kube_url: str, tmp_path: Path, *extra: str) -> tuple[int, str, str]:
+def doctor_cli(
+    prometheus_url: str, kube_url: str, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """`cluster-exporter doctor` with the demo's settings (its custom meters from a config file)."""
     config = tmp_path / "config.toml"
     config.write_text(
@@ -128,8 +130,8 @@ def doctor_cli(prometheus_url: str, kube_url: str, tmp_path: Path, *extra: str) 
             for meter in cast(list[dict[str, Any]], CUSTOM_METERS)
         )
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "KUBERNETES_", "METERING_"))}
-    env["PYTHONPATH"] = str(ROOT)  # this tree's package, not the one installed in the venv
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROMETHEUS_", "KUBERNETES_", "METERING_"))}
+    env = {**clean, **(env or {}), "PYTHONPATH": str(ROOT)}  # this tree's package, not the venv's
     args = [
         *("doctor", "--config", str(config), "--prometheus-url", prometheus_url),
         *("--kubeconfig", str(write_kubeconfig(tmp_path / "kubeconfig", kube_url))),
@@ -381,6 +383,15 @@ def test_a_window_not_settled_yet_is_not_read(
     )
     assert code == 3 and "settle delay" in err and len(err.strip().splitlines()) == 1
     assert all(row[3] == "not measured" for row in rows(out).values())
+
+
+def test_prometheus_unreachable(kube_thread: KubeApiStandIn, tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    code, out, err = doctor_cli(closed, kube_thread.url, tmp_path, "--as-of", AS_OF, env={"PROMETHEUS_ATTEMPTS": "1"})
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot reach" in err and "Traceback" not in err
+    assert all(row[3] == "not measured" for row in rows(out).values())
+    assert any(line.startswith("warning: query doctor_namespaces_with_data failed") for line in out.splitlines())
+    assert "namespaces: 5 labeled (4 customers) in the Kubernetes API" in out  # the API was still read
 
 
 @pytest.mark.parametrize(
