@@ -2,6 +2,7 @@
 
 cluster-exporter report [--dry-run] --window-end T [--window 1h] [options]
 cluster-exporter run [--once] [--as-of T] [--backfill-from T] [--state-dir D] [--dry-run] [options]
+cluster-exporter doctor [--window-end T] [--as-of T] [--format table|json] [options]
 cluster-exporter demo [--format table|json]
 cluster-exporter config-reference
 cluster-exporter billing-api serve | invoice | migrate [options]
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--window-end", required=True, help="end of the window, RFC 3339 on a whole hour")
     report.add_argument("--dry-run", action="store_true", help="print the report instead of sending it")
     report.add_argument("--format", choices=("json", "table"), default="json", help="output of --dry-run")
+
+    doctor = sub.add_parser("doctor", help="what the data of one window holds, per meter, and what to set")
+    _add_common(doctor)
+    doctor.add_argument("--window-end", help="end of the window (default: the newest closed and settled one)")
+    doctor.add_argument("--as-of", metavar="TIME", help="pretend the clock reads this time (RFC 3339)")
+    doctor.add_argument("--format", choices=("json", "table"), default="table")
 
     demo = sub.add_parser("demo", help="the built-in synthetic cluster, a local Prometheus, its reports")
     demo.add_argument("--format", choices=("json", "table"), default="table")
@@ -176,7 +183,27 @@ def _run_run(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_service(settings, options))
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {"report": _run_report, "run": _run_run}
+def _run_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from .doctor import render_table, run_doctor, to_json
+    from .metering import parse_time
+    from .runner import newest_due_end
+
+    now = parse_time(args.as_of) if args.as_of else datetime.now(UTC)
+    m = settings.metering
+    end = parse_time(args.window_end) if args.window_end else newest_due_end(now, m.window, m.effective_settle_delay)
+    diagnosis = asyncio.run(run_doctor(settings, end, now))
+    print(json.dumps(to_json(diagnosis), indent=2) if args.format == "json" else render_table(diagnosis))
+    failure = diagnosis.failure()
+    if failure is not None:
+        raise failure  # after everything found: the one-line reason and the exit code, as report gives them
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "report": _run_report,
+    "run": _run_run,
+    "doctor": _run_doctor,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

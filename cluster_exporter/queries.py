@@ -494,3 +494,62 @@ def namespace_owners(label_key: str, w: Window) -> Query:
 def ksm_label_name(label_key: str) -> str:
     """kube-state-metrics' name for a Kubernetes label key (label_ + key with non-alnum as _)."""
     return "label_" + "".join(c if c.isalnum() else "_" for c in label_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# cluster-exporter doctor: what the data holds beyond what metering reads. Never used for billing;
+# each is one query however many meters and namespaces there are.
+
+DOCTOR_METER_LABEL = "cluster_exporter_meter"  # added by doctor_namespaces_with_data: the meter
+DOCTOR_NAMESPACE_LABEL = "cluster_exporter_namespace"  # ... and the series' tenant namespace
+
+
+def doctor_namespaces_with_data(meters: Sequence[Meter], w: Window) -> Query | None:
+    """Series with a sample in (T0, T1], counted per meter and tenant namespace: one row per
+    (``cluster_exporter_meter``, ``cluster_exporter_namespace``), the namespace being the first of
+    the meter's namespace labels set, as metering reads it (absent: the series is unattributed).
+
+    Every view and copy is counted (pod-level, pause container, both scrape jobs): this says
+    where data is, not what is billed. All selector meters in one expression, each selecting its
+    series once over the window (about one window scan per meter); ``or`` never drops a row
+    because each operand carries its own meter label. Custom meters given as a PromQL template
+    are left out (their query is the operator's own). None when no meter has a selector.
+    """
+    span = _d(w.length - 0.001)  # (T0, T1], as the gauge scans
+    operands = []
+    for meter in meters:
+        if meter.template is not None:
+            continue
+        expr = f"last_over_time({meter.selector}[{span}])"
+        for label in reversed(meter.namespace_labels):  # the first label set wins: apply it last
+            expr = f'label_replace({expr}, "{DOCTOR_NAMESPACE_LABEL}", "$1", "{label}", "(.+)")'
+        operands.append(f'label_replace({expr}, "{DOCTOR_METER_LABEL}", {_quote(meter.name)}, "", "")')
+    if not operands:
+        return None
+    expr = f"count by ({DOCTOR_METER_LABEL}, {DOCTOR_NAMESPACE_LABEL}) ({' or '.join(operands)})"
+    return Query("doctor_namespaces_with_data", expr, "namespaces", "namespaces", w.end)
+
+
+def doctor_namespace_labels(label_key: str, w: Window) -> Query:
+    """kube-state-metrics' namespaces during the window, one row per namespace and value of the
+    customer label ("" where kube_namespace_labels does not carry it), over the same span as
+    ``namespace_owners``. ``exported_namespace`` is kept: where it is set, kube-state-metrics was
+    scraped without honorLabels and its ``namespace`` label was renamed."""
+    ksm_label = ksm_label_name(label_key)
+    expr = (
+        f"count by (namespace, exported_namespace, {ksm_label}) "
+        f"(last_over_time(kube_namespace_labels[{_d(w.length + w.max_gap)}]))"
+    )
+    return Query("doctor_namespace_labels", expr, "namespaces", "namespaces", w.end + w.max_gap)
+
+
+def doctor_candidate_labels(meter: Meter, w: Window, labels: Sequence[str]) -> Query:
+    """A meter's unattributed series (none of its namespace labels set) with a sample in
+    (T0, T1], counted by ``labels``, the label names on them that may hold the tenant namespace:
+    which of them carries the namespaces that have the customer label."""
+    empty = ",".join(f'{label}=""' for label in meter.namespace_labels)
+    expr = (
+        f"count by ({', '.join(labels)}) "
+        f"(last_over_time({with_matchers(meter.selector, empty)}[{_d(w.length - 0.001)}]))"
+    )
+    return Query(f"doctor_{meter.name}_candidate_labels", expr, meter.name, "namespaces", w.end)
