@@ -20,7 +20,7 @@ from .errors import LayoutError
 
 # Labels that hold a tenant namespace in the layouts real installations store, most likely first
 # (a label such as controller_namespace holds the exporter's own, never the tenant's).
-LIKELY_NAMESPACE_LABELS = ("namespace", "exported_namespace", "destination_service_namespace", "kubernetes_namespace")
+LIKELY_NAMESPACE_LABELS = ("namespace", "exported_namespace", "destination_service_namespace")
 SPACINGS_KEPT = 4096  # samples of spacing kept per meter for the median (bounded memory)
 
 

@@ -339,16 +339,6 @@ def _sources(d: Diagnosis) -> list[Recommendation]:
                 "(or set metering.namespace_labels_metric = false to bill live namespaces only)",
             )
         )
-    if ksm is not None and ksm.renamed:
-        out.append(
-            Recommendation(
-                "scrape",
-                None,
-                None,
-                "kube_namespace_labels carries its namespace in exported_namespace: scrape kube-state-metrics "
-                "with honorLabels: true, metering reads its namespace label",
-            )
-        )
     return out
 
 

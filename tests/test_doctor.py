@@ -508,7 +508,8 @@ def test_kube_state_metrics_findings() -> None:
     no_label = KsmFinding("label_billing_example_com_customer_id", {"acme-prod", "kube-system"}, {})
     assert [r.kind for r in recommendations(_diagnosis(settings, {}, no_label))] == ["kube-state-metrics"]
     renamed = KsmFinding("label_billing_example_com_customer_id", {"acme-prod"}, {"acme-prod": "cust_acme"}, renamed=1)
-    assert [r.kind for r in recommendations(_diagnosis(settings, {}, renamed))] == ["scrape"]
+    # metering reads kube-state-metrics' namespace from exported_namespace as well: nothing to change
+    assert recommendations(_diagnosis(settings, {}, renamed)) == []
     absent = KsmFinding("label_billing_example_com_customer_id")
     off = _settings(namespace_labels_metric=False)
     assert [r.kind for r in recommendations(_diagnosis(settings, {}, absent))] == ["kube-state-metrics"]
