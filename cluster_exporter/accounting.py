@@ -466,6 +466,16 @@ def merged_usage(kind: str, series: Sequence[Samples], w: Window) -> float:
 UnitKey = tuple[tuple[str, str], ...]
 
 
+def _overlapping(series: Sequence[Samples]) -> int:
+    """How many of ``series`` begin before an earlier-starting one has ended (copies, not lives)."""
+    spans = sorted((s[0][0], s[-1][0]) for s in series if s)
+    count, last_end = 0, -math.inf
+    for first, last in spans:
+        count += first < last_end
+        last_end = max(last_end, last)
+    return count
+
+
 class RawUnits:
     """Irregular units metered from their raw samples: each series is kept (as a flat array of
     times and values, 16 bytes a sample) under its unit and view while one raw fetch streams in;
@@ -478,6 +488,7 @@ class RawUnits:
         self._wanted = units
         self._series: dict[UnitKey, dict[int, list[array[float]]]] = {}
         self.found: set[UnitKey] = set()
+        self.copies = 0  # series alive at the same time as another of their unit and view
 
     def add(self, labels: Mapping[str, str], samples: Samples) -> None:
         """One raw series (a counter's already led by its value before, ``with_value_before``)."""
@@ -493,6 +504,7 @@ class RawUnits:
         meter = self.meter
         for key, views in self._series.items():
             series = [list(zip(flat[::2], flat[1::2], strict=True)) for flat in views[min(views)]]
+            self.copies += _overlapping(series)
             add(namespace_of(meter, dict(key)), merged_usage(meter.kind, series, self.w))
         self._series = {}
 

@@ -480,6 +480,7 @@ def _meter_json(f: MeterFinding, labeled: set[str], max_gap: float) -> dict[str,
         "measured": c is not None,
         "series": None if c is None else c.series,
         "unattributed_series": None if c is None else c.unattributed_series,
+        "copies": None if c is None else c.copies,
         "label_used": None if c is None else dict(c.label_used.most_common()),
         "labels_found": None if c is None else dict(c.labels_found.most_common()),
         "attributed_amount": None if c is None else c.attributed_amount,
@@ -512,17 +513,27 @@ def _seconds(value: float | None) -> str:
     return f"{value / 60:g}m" if value >= 120 and value % 60 == 0 else f"{value:g}s"
 
 
-HEADER = ("meter", "series", "unattributed", "namespace from", "interval", "longest gap", "unattributed usage")
+HEADER = (
+    "meter",
+    "series",
+    "copies",
+    "unattributed",
+    "namespace from",
+    "interval",
+    "longest gap",
+    "unattributed usage",
+)
 
 
 def _meter_row(meter: dict[str, Any]) -> list[str]:
     if not meter["measured"]:
-        return [meter["name"], "-", "-", "not measured", "-", "-", "-"]
+        return [meter["name"], "-", "-", "-", "not measured", "-", "-", "-"]
     gap = _seconds(meter["longest_gap_s"]) + (" > max_gap" if meter["within_max_gap"] is False else "")
     share = 1.0 - meter["attributed_share"]
     return [
         meter["name"],
         str(meter["series"]),
+        str(meter["copies"]),
         str(meter["unattributed_series"]),
         ", ".join(f"{label} {n}" for label, n in meter["label_used"].items()) or "-",
         _seconds(meter["scrape_interval_s"]),
@@ -539,7 +550,7 @@ def render_table(d: Diagnosis) -> str:
     rows = [list(HEADER), *(_meter_row(meter) for meter in j["meters"])]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     for row in rows:
-        lines.append("  ".join(c.rjust(widths[i]) if i in (1, 2) else c.ljust(widths[i]) for i, c in enumerate(row)))
+        lines.append("  ".join(c.rjust(widths[i]) if i in (1, 2, 3) else c.ljust(widths[i]) for i, c in enumerate(row)))
         lines[-1] = lines[-1].rstrip()
     lines.append(
         f"configured: scrape_interval {_seconds(cfg['scrape_interval_s'])}, max_gap {_seconds(cfg['max_gap_s'])}, "

@@ -59,7 +59,7 @@ async def meter_amounts(prometheus: PrometheusClient, meter: q.Meter, w: q.Windo
         await _gauges(prometheus, meter, w, totals, result)
     raw = await _irregular_units(prometheus, meter, totals.irregular_units, w, result.check)
     totals.add_to(lambda namespace, amount: into.add(meter.name, namespace, amount))
-    result.check.copies = totals.copies
+    result.check.copies += totals.copies
     for namespace, amount in raw:
         into.add(meter.name, into.intern(namespace), amount)
     return result
@@ -215,9 +215,9 @@ async def _irregular_units(
     fetch's series are merged per unit once it is in. (namespace, usage) per unit."""
     if not units:
         return []
-    max_length = prometheus.settings.max_query_length
     ordered = sorted(units.values())
     raw = RawUnits(meter, set(ordered), w)
+    max_length = prometheus.settings.max_query_length
     out: list[tuple[str, float]] = []
 
     before: dict[tuple[int, int], float] = {}  # counters: each series' last value before the window span
@@ -246,4 +246,5 @@ async def _irregular_units(
             f"meter {meter.name}: the raw samples of {len(missing)} irregular series did not come back "
             f"(e.g. {dict(min(missing))}); refusing to bill them zero"
         )
+    check.copies += raw.copies
     return out

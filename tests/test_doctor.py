@@ -149,6 +149,15 @@ async def diagnosis_json(settings: Settings, end: datetime = END) -> dict[str, A
     return json.loads(json.dumps(to_json(found)))  # what a script reads
 
 
+DEMO_COPIES = {
+    "cpu_hours": 2,
+    "memory_gb_hours": 2,
+    "network_bytes_sent": 1,
+    "network_bytes_received": 1,
+    "storage_gb_hours": 1,
+}
+
+
 def rows(table: str) -> dict[str, list[str]]:
     """The meter table's rows by meter name, cells split on runs of two spaces."""
     out = {}
@@ -173,8 +182,11 @@ def test_demo_cluster_table(
     table = rows(out)
     assert list(table) == list(meter_series(True)), "a row per meter, in report order"
     for meter, count in expected_series(cluster).items():
-        _, series, unattributed, label, interval, *_ = table[meter]
+        _, series, copies, unattributed, label, interval, *_ = table[meter]
         assert (series, unattributed, interval) == (str(count), "0", "15s"), table[meter]
+        # node C scraped by two jobs copies acme's web pod (two containers, one pod network); two
+        # kubelets report globex's RWX volume
+        assert copies == str(DEMO_COPIES.get(meter, 0)), (meter, copies)
         assert label.split()[0] == ("exported_namespace" if meter == "http_requests" else "namespace")
     assert "  labeled, no data in any meter: initech" in lines
     assert "  data but no customer label (not billed): kube-system, monitoring" in lines
@@ -317,7 +329,7 @@ def test_broken_layout_fails_naming_the_meter_labels_and_setting(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith("cluster-exporter: error: http_requests: ") and "metering.nginx_namespace_label" in err
     http = expected_series(cluster)["http_requests"]
-    assert rows(out)["http_requests"][1:4] == [str(http), str(http), "-"]
+    assert rows(out)["http_requests"][1:5] == [str(http), "0", str(http), "-"]
     lines = out.splitlines()
     carried = next(line for line in lines if line.startswith("http_requests: series without"))
     assert f"ingress_namespace {http}" in carried and f"kubernetes_namespace {http}" in carried
@@ -362,7 +374,7 @@ def test_a_window_without_data_prints_what_it_found_then_fails(
 ) -> None:
     code, out, err = doctor_cli(prometheus.url, kube_thread.url, tmp_path, "--window-end", "2025-11-19T10:00:00Z")
     assert code == 4 and err.startswith("cluster-exporter: error: Prometheus has no container samples"), err
-    assert all(row[1:3] == ["0", "0"] for row in rows(out).values())
+    assert all(row[1:4] == ["0", "0", "0"] for row in rows(out).values())
     lines = out.splitlines()
     assert "recommended: nothing" in lines, "no metering.http_source = none when nothing at all is scraped"
     assert "  labeled, no data in any meter: acme-dev, acme-prod, globex, hooli, initech" in lines
@@ -382,14 +394,14 @@ def test_a_window_not_settled_yet_is_not_read(
         "2025-11-20T02:03Z",
     )
     assert code == 3 and "settle delay" in err and len(err.strip().splitlines()) == 1
-    assert all(row[3] == "not measured" for row in rows(out).values())
+    assert all(row[4] == "not measured" for row in rows(out).values())
 
 
 def test_prometheus_unreachable(kube_thread: KubeApiStandIn, tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     code, out, err = doctor_cli(closed, kube_thread.url, tmp_path, "--as-of", AS_OF, env={"PROMETHEUS_ATTEMPTS": "1"})
     assert code == 1 and len(err.strip().splitlines()) == 1 and "cannot reach" in err and "Traceback" not in err
-    assert all(row[3] == "not measured" for row in rows(out).values())
+    assert all(row[4] == "not measured" for row in rows(out).values())
     assert any(line.startswith("warning: query doctor_namespaces_with_data failed") for line in out.splitlines())
     assert "namespaces: 5 labeled (4 customers) in the Kubernetes API" in out  # the API was still read
 
