@@ -13,6 +13,7 @@ import itertools
 import math
 import random
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 
@@ -272,3 +273,18 @@ def test_thanos_replicas_scrape_at_their_own_phases() -> None:
         by_replica[dict(s.labels)["prometheus_replica"]].add(s.target.phase)
     assert len(by_replica) == 2
     assert not set.intersection(*by_replica.values())
+
+
+@pytest.mark.parametrize(
+    ("build", "interval"),
+    [(L.kube_prometheus_stack, 60.0), (L.gmp, 15.0), (L.k3s, 10.0), (L.thanos_ha_no_dedup, 30.0)],
+)
+def test_interval_override(build: Callable[..., L.Layout], interval: float) -> None:
+    lay = build(interval=interval)
+    cadvisor = [s for s in lay.cluster.series if s.name == "container_cpu_usage_seconds_total"]
+    assert {s.target.interval for s in cadvisor} == {interval}
+    for s in lay.cluster.series:
+        assert max((b - a for a, b in itertools.pairwise(s.times)), default=0.0) <= MAX_BRIDGED_GAP
+        if s.counts and s.meter is not None:
+            for lo, hi in _window_bounds():
+                assert _from_samples(s, lo, hi) == pytest.approx(s.truth(lo, hi), rel=1e-9, abs=1e-6)
