@@ -180,7 +180,7 @@ def sample_times(target: Target, clock: Clock | None, first: float, last: float)
     return out
 
 
-Copy = tuple[Target, "Clock | None"]  # one copy of a series: where it is scraped, and whose stamps
+Copy = tuple[Target, Clock | None]  # one copy of a series: where it is scraped, and whose stamps
 
 
 def common_times(copies: Sequence[Copy], first: float, last: float) -> list[float]:
