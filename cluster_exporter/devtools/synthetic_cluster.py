@@ -1,15 +1,42 @@
 """A synthetic multi-tenant cluster: metric history in OpenMetrics and its exact ground truth.
 
 Used by the tests, the demo and the benchmarks. Each series is drawn from an underlying function
-(CPU: piecewise-constant rate, so the counter is piecewise linear; memory and storage:
-piecewise-linear levels) sampled at its scrape target's times. The truth is computed from those
-functions analytically, never from the samples, so it is an independent check of the metering.
+(CPU, network, requests: a counter with a piecewise-constant rate, so it is piecewise linear;
+memory and storage: piecewise-linear levels) sampled at its sample times. The truth is computed
+from those functions analytically, never from the samples, so it is an independent check of the
+metering.
+
+Sample times. A series is sampled when its scrape target is scraped (``Target``: a phase and an
+interval, Prometheus' own timestamps, minus the scrapes an outage lost), unless the exporter
+stamps its samples itself and Prometheus honours it (``honor_timestamps`` defaults to true).
+cAdvisor does: every container_* sample carries the time of its cgroup's last housekeeping
+(google/cadvisor metrics/prometheus.go: ``NewMetricWithTimestamp(metricValue.timestamp, ...)``),
+and each cgroup keeps house on its own schedule, every 10 s plus up to 100% jitter in the
+kubelet (kubernetes pkg/kubelet/cadvisor/cadvisor_linux.go, cadvisor manager/container.go).
+Such a series has a ``Clock``: a scrape at t stores the cgroup's latest stamp at or before t, a
+stamp read twice is stored once, so its samples are off any grid, unevenly spaced and strictly
+increasing, and two scrapers of one kubelet (two jobs, an HA pair) store stamps of one sequence,
+many of them the same.
 
 Conventions that make "what the samples show" and "what was used" the same thing:
-- breakpoints of a function sit on its own target's scrape times, never inside a scrape gap;
+- breakpoints of a function (a level's knots, a counter's rate changes) sit on its own series'
+  sample times, never inside a scrape gap;
+- a series with copies (the same thing scraped by two jobs, an HA Prometheus pair, an RWX volume
+  reported by two kubelets) has one function, and each copy's samples must show it exactly: its
+  breakpoints sit on times where every copy has a sample (``common_times``); where the copies
+  share no sample time (different phases, Prometheus' own timestamps) a level is one straight
+  line over their lives and a counter changes rate only ``BOUNDARY_GUARD`` away from any whole
+  hour (a counter's amount in a window depends only on its values at the boundaries, so it must
+  be straight between the two samples around each boundary, and nowhere else); the copies of a
+  life that starts or ends inside the measured windows start and end on the same sample times
+  (``shared_life``); a copied counter is flat after the copies' earliest last sample;
 - a container's usage before its first sample is in its first sample (a counter starts from zero
-  at container start, which lies in the same window as the first sample);
-- a container or volume stops at its last sample; a counter reset happens right after a sample.
+  at container start, which lies in the same hour as the first sample);
+- a container or volume stops at its last sample; a counter reset happens right after a sample;
+- a scrape outage leaves at most ``MAX_BRIDGED_GAP`` (300 s, Prometheus' lookback delta, the
+  longest gap the metering bridges) between two samples, and the function is straight across it;
+- gauge lives that follow each other under unchanged labels at most ``MAX_BRIDGED_GAP`` apart
+  look like one series to the samples: the line between them counts (``Cluster._bridges``).
 
 The demo cluster carries every trap the metering must survive: pod-level cgroup series
 (container=""), pause containers (container="POD"), network reported on both, per-CPU series next to
@@ -17,7 +44,8 @@ cpu="total", a node scraped by two jobs, a container restart (new series), a cou
 unchanged labels, a scrape gap, CronJob pods living 90 seconds, pods crossing a window boundary,
 pods created and deleted mid-window, an RWX volume reported by two nodes, two nginx-ingress
 replicas one of which restarts, Istio's source and destination reports of the same request, a
-namespace deleted mid-window, an idle labeled namespace and unlabeled system namespaces.
+namespace deleted mid-window, an idle labeled namespace and unlabeled system namespaces. The
+layouts real installations store (devtools/layouts.py) are built from the same parts.
 """
 
 from __future__ import annotations
@@ -27,7 +55,7 @@ import itertools
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +64,14 @@ from typing import IO, Literal
 GIB = float(2**30)
 CUSTOMER_LABEL = "billing.example.com/customer-id"
 KSM_CUSTOMER_LABEL = "label_billing_example_com_customer_id"
+# Longest distance between two samples that still shows one living series: Prometheus' default
+# lookback delta (5m), which is also the longest gap the metering bridges by default. Scrape
+# outages are kept within it; gauge lives under unchanged labels this close count as one.
+MAX_BRIDGED_GAP = 300.0
+# Copies without a common sample time change a counter's rate no closer than this to a whole hour,
+# so that every copy's two samples around a window boundary lie on one straight stretch (the
+# longest such stretch is an outage of MAX_BRIDGED_GAP).
+BOUNDARY_GUARD = MAX_BRIDGED_GAP + 30.0
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -70,6 +106,98 @@ class Target:
         return any(lo < t < hi for lo, hi in self.gaps)
 
 
+def with_outage(target: Target, near: float, lost: int) -> Target:
+    """``target`` with ``lost`` consecutive scrapes lost from the first one at or after ``near``.
+
+    On Prometheus' own timestamps the two samples around the outage are then ``(lost + 1) *
+    interval`` apart (1, 6 and 19 lost scrapes at 15 s: 30, 105 and 300 s).
+    """
+    if lost < 1:
+        raise ValueError("an outage loses at least one scrape")
+    k = target.index_at_or_after(near)
+    gap = (target.time_at(k - 1), target.time_at(k + lost))
+    return Target(target.name, target.phase, target.interval, (*target.gaps, gap))
+
+
+@dataclass(frozen=True)
+class Clock:
+    """An exporter's own sample times: one cgroup's cAdvisor housekeeping, deterministic from ``seed``.
+
+    Housekeeping runs when the cgroup appears (``start``) and then every ``base`` seconds plus up
+    to ``jitter`` times that again (cAdvisor's ``jitter(interval, 1.0)``); a cgroup whose stats do
+    not change backs off to the 15 s maximum the kubelet allows, so an idle pause container is
+    modelled with ``base=15``.
+    """
+
+    seed: int
+    start: float
+    end: float
+    base: float = 10.0
+    jitter: float = 1.0
+    stamps: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.seed)
+        out, t = [], self.start
+        while t <= self.end:
+            out.append(round(t, 3))
+            t += self.base * (1.0 + self.jitter * rng.random())
+        object.__setattr__(self, "stamps", tuple(out))
+
+    def latest(self, t: float) -> float | None:
+        """The last stamp at or before t (None before the cgroup appeared)."""
+        i = bisect.bisect_right(self.stamps, t) - 1
+        return self.stamps[i] if i >= 0 else None
+
+    def after(self, t: float) -> float:
+        """The first stamp after t (infinity past the end)."""
+        i = bisect.bisect_right(self.stamps, t)
+        return self.stamps[i] if i < len(self.stamps) else math.inf
+
+
+def sample_times(target: Target, clock: Clock | None, first: float, last: float) -> list[float]:
+    """The sample times a series scraped from ``target`` has in [first, last].
+
+    Without a clock they are the target's scrape times. With one, a scrape at t stores the latest
+    stamp at or before t; the series is visible from its first stamp until the stamp after its
+    last one, and a stamp read by two scrapes is stored once.
+    """
+    if clock is None:
+        times = (target.time_at(k) for k in range(target.index_at_or_after(first), target.index_at_or_before(last) + 1))
+        return [t for t in times if not target.in_gap(t)]
+    last_stamp = clock.latest(last)
+    if last_stamp is None:
+        return []
+    until = min(clock.after(last_stamp), clock.end + target.interval)
+    out: list[float] = []
+    for k in range(target.index_at_or_after(first), target.index_at_or_before(until) + 1):
+        scrape = target.time_at(k)
+        if scrape >= until or target.in_gap(scrape):
+            continue
+        stamp = clock.latest(scrape)
+        if stamp is not None and first <= stamp <= last and (not out or stamp > out[-1]):
+            out.append(stamp)
+    return out
+
+
+Copy = tuple[Target, Clock | None]  # one copy of a series: where it is scraped, and whose stamps
+
+
+def common_times(copies: Sequence[Copy], first: float, last: float) -> list[float]:
+    """Times in [first, last] at which every copy has a sample: where a shared function may bend."""
+    sets = [set(sample_times(t, c, first, last)) for t, c in copies]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def shared_life(copies: Sequence[Copy], first: float, last: float) -> tuple[float, float] | None:
+    """The first and last sample times in [first, last] that every copy has (None if under two).
+
+    A life bounded by them is seen whole by every copy: no copy starts earlier or ends later.
+    """
+    common = common_times(copies, first, last)
+    return (common[0], common[-1]) if len(common) >= 2 else None
+
+
 @dataclass
 class Counter:
     """A cumulative counter: value ``offset`` at ``start``, then the integral of a stepwise rate."""
@@ -77,6 +205,9 @@ class Counter:
     start: float
     offset: float
     rates: list[tuple[float, float]]  # (from_time, rate) sorted; rate holds until the next entry
+    _cache: tuple[tuple[object, ...], list[float], list[float]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def value(self, t: float) -> float:
         """Counter value at t (t >= start)."""
@@ -87,13 +218,27 @@ class Counter:
         lo = max(lo, self.start)
         if hi <= lo:
             return 0.0
-        total = 0.0
-        for i, (t_from, rate) in enumerate(self.rates):
-            t_to = self.rates[i + 1][0] if i + 1 < len(self.rates) else math.inf
-            a, b = max(lo, t_from), min(hi, t_to)
-            if b > a:
-                total += rate * (b - a)
-        return total
+        return self._integral(hi) - self._integral(lo)
+
+    def _integral(self, t: float) -> float:
+        # The integral of the rate from start to t, through prefix sums (the builders and the
+        # demo may still set start or append rates after creation: the cache follows them).
+        key = (self.start, id(self.rates), len(self.rates), self.rates[-1] if self.rates else None)
+        if self._cache is None or self._cache[0] != key:
+            froms = [max(f, self.start) for f, _ in self.rates]
+            sums, total = [], 0.0
+            for i, (_, rate) in enumerate(self.rates):
+                sums.append(total)
+                nxt = froms[i + 1] if i + 1 < len(froms) else math.inf
+                if nxt > froms[i] and nxt != math.inf:
+                    total += rate * (nxt - froms[i])
+            self._cache = (key, froms, sums)
+        _, froms, sums = self._cache
+        i = bisect.bisect_right(froms, t) - 1
+        if i < 0:
+            return 0.0
+        # a rate entry whose segment is empty (starts where the next one starts) adds nothing
+        return sums[i] + self.rates[i][1] * (t - froms[i])
 
 
 @dataclass
@@ -101,11 +246,17 @@ class Level:
     """A gauge level, piecewise linear through its knots, constant outside them."""
 
     knots: list[tuple[float, float]]  # (time, value) sorted
+    _times: tuple[int, int, list[float]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _knot_times(self) -> list[float]:
+        key = (id(self.knots), len(self.knots))
+        if self._times is None or self._times[:2] != key:
+            self._times = (*key, [k[0] for k in self.knots])
+        return self._times[2]
 
     def value(self, t: float) -> float:
         """Level at t."""
-        times = [k[0] for k in self.knots]
-        i = bisect.bisect_right(times, t)
+        i = bisect.bisect_right(self._knot_times(), t)
         if i == 0:
             return self.knots[0][1]
         if i == len(self.knots):
@@ -130,6 +281,8 @@ class Series:
 
     ``meter`` and ``namespace`` say where its usage belongs in the truth; ``counts`` is False for
     series the metering must leave out (pod-level sums, pause containers, duplicate copies).
+    ``clock`` is set when the exporter stamps the samples itself (cAdvisor): see the module
+    docstring. ``first`` and ``last`` are snapped to the series' first and last sample times.
     """
 
     name: str
@@ -141,29 +294,20 @@ class Series:
     meter: Meter | None = None
     namespace: str | None = None
     counts: bool = True
-
-    def samples(self) -> Iterator[tuple[float, float]]:
-        """(time, value) of every sample, skipping scrape gaps."""
-        for t, _ in self._sample_times():
-            yield t, self.fn.value(t)
+    clock: Clock | None = None
+    times: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # A series lives from its first sample to its last: snap the life to real sample times.
-        k0, k1 = self.target.index_at_or_after(self.first), self.target.index_at_or_before(self.last)
-        while k0 <= k1 and self.target.in_gap(self.target.time_at(k0)):
-            k0 += 1
-        while k1 >= k0 and self.target.in_gap(self.target.time_at(k1)):
-            k1 -= 1
-        if k0 > k1:
+        self.times = tuple(sample_times(self.target, self.clock, self.first, self.last))
+        if not self.times:
             raise ValueError(f"{self.name}{dict(self.labels)} has no sample")
-        self.first, self.last = self.target.time_at(k0), self.target.time_at(k1)
+        self.first, self.last = self.times[0], self.times[-1]
 
-    def _sample_times(self) -> Iterator[tuple[float, int]]:
-        k0, k1 = self.target.index_at_or_after(self.first), self.target.index_at_or_before(self.last)
-        for k in range(k0, k1 + 1):
-            t = self.target.time_at(k)
-            if not self.target.in_gap(t):
-                yield t, k
+    def samples(self) -> Iterator[tuple[float, float]]:
+        """(time, value) of every sample, skipping scrape gaps."""
+        for t in self.times:
+            yield t, self.fn.value(t)
 
     def truth(self, lo: float, hi: float) -> float:
         """Exact usage inside [lo, hi): a counter's increase, a gauge's integral (value-seconds)."""
@@ -223,8 +367,9 @@ class Cluster:
         return out
 
     def _bridges(self, lo: float, hi: float) -> Iterator[tuple[str, str, float]]:
-        """Gauge lives that follow each other under unchanged labels look like one series: the
-        samples show the line from one life's last sample to the next one's first, so it counts."""
+        """Gauge lives that follow each other under unchanged labels at most MAX_BRIDGED_GAP apart
+        look like one series: the samples show the line from one life's last sample to the next
+        one's first, so it counts."""
         lives: dict[tuple[str, Labels], list[Series]] = defaultdict(list)
         for s in self.series:
             if s.counts and isinstance(s.fn, Level) and s.meter is not None and s.namespace is not None:
@@ -232,7 +377,7 @@ class Cluster:
         for group in lives.values():
             group.sort(key=lambda i: i.first)
             for before, after in itertools.pairwise(group):
-                if after.first - before.last <= 2 * before.target.interval:
+                if after.first - before.last <= MAX_BRIDGED_GAP:
                     line = Level(
                         knots=[(before.last, before.fn.value(before.last)), (after.first, after.fn.value(after.first))]
                     )
@@ -248,14 +393,17 @@ class Cluster:
         for name in sorted(by_name):
             for labels, incarnations in sorted(by_name[name].items()):
                 label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                head = f"{name}{{{label_text}}} "
                 previous = -math.inf
+                lines: list[str] = []
                 for inc in sorted(incarnations, key=lambda i: i.first):
-                    for t, v in inc.samples():
-                        if t <= previous:
-                            raise ValueError(f"overlapping incarnations of {name}{{{label_text}}}")
-                        previous = t
-                        out.write(f"{name}{{{label_text}}} {v!r} {t:.3f}\n")
-                        count += 1
+                    if inc.times[0] <= previous:
+                        raise ValueError(f"overlapping incarnations of {name}{{{label_text}}}")
+                    previous = inc.times[-1]
+                    value = inc.fn.value
+                    lines.extend(f"{head}{value(t)!r} {t:.3f}\n" for t in inc.times)
+                out.write("".join(lines))
+                count += len(lines)
         out.write("# EOF\n")
         return count
 
@@ -551,3 +699,103 @@ class _Builder:
             )
             for i, t in enumerate(targets)
         ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Functions shared by copies (see the conventions in the module docstring)
+
+
+def _same_hour(start: float, first: float) -> float:
+    """``start`` moved into the hour of ``first``: a new counter's usage before its first sample
+    belongs to the window that sample is in."""
+    hour = math.floor(first / 3600) * 3600.0
+    return max(start, hour)
+
+
+def _near_hour(t: float) -> bool:
+    offset = t % 3600.0
+    return offset < BOUNDARY_GUARD or 3600.0 - offset < BOUNDARY_GUARD
+
+
+def _copy_times(copies: Sequence[Copy], first: float, last: float) -> list[list[float]]:
+    times = [sample_times(t, c, first, last) for t, c in copies]
+    if not copies or not all(times):
+        raise ValueError(f"a copy has no sample in [{first}, {last}]")
+    return times
+
+
+def _next_at_or_after(times: Sequence[float], t: float) -> float | None:
+    i = bisect.bisect_left(times, t)
+    return times[i] if i < len(times) else None
+
+
+def counter_for(
+    rng: random.Random,
+    copies: Sequence[Copy],
+    first: float,
+    last: float,
+    base: float,
+    offset: float = 0.0,
+    not_before: float = -math.inf,
+) -> Counter:
+    """A counter every copy shows exactly: it starts at its first sample (from zero a moment before
+    it, in the same hour, unless ``offset`` says it was already counting), changes rate every few
+    minutes (on common sample times, or away from whole hours when the copies share none) and is
+    flat after the copies' earliest last sample."""
+    times = _copy_times(copies, first, last)
+    earliest = min(ts[0] for ts in times)
+    stop = min(ts[-1] for ts in times)
+    if offset:
+        start = earliest
+    else:
+        start = max(_same_hour(earliest - rng.uniform(0.5, 3.0), earliest), not_before)
+        if any(math.floor(ts[0] / 3600) != math.floor(start / 3600) for ts in times):
+            raise ValueError("copies of a new counter start in different hours")
+    common = common_times(copies, first, last) if len(copies) > 1 else times[0]
+    rates = [(start, base * rng.uniform(0.6, 1.4))]
+    t = earliest + rng.uniform(200, 600)
+    while t < stop:
+        if len(common) >= 3:
+            pick = _next_at_or_after(common, t)
+        else:
+            pick = t
+            while _near_hour(pick):
+                pick += 60.0
+        if pick is None or pick >= stop:
+            break
+        rates.append((pick, base * rng.uniform(0.3, 1.7)))
+        t = pick + rng.uniform(300, 900)
+    rates.append((stop, 0.0))
+    return Counter(start=start, offset=offset, rates=rates)
+
+
+def level_for(rng: random.Random, copies: Sequence[Copy], first: float, last: float, base: float) -> Level:
+    """A level every copy shows exactly: straight from the copies' first sample to their last,
+    bending only on sample times all copies have (a ramp or step every few minutes)."""
+    times = _copy_times(copies, first, last)
+    lo, hi = min(ts[0] for ts in times), max(ts[-1] for ts in times)
+    common = common_times(copies, first, last) if len(copies) > 1 else times[0]
+    knots = [(lo, base * rng.uniform(0.5, 1.0))]
+    t = lo + rng.uniform(60, 400)
+    while t < hi:
+        pick = _next_at_or_after(common, t)
+        if pick is None or pick >= hi:
+            break
+        if pick > knots[-1][0]:
+            knots.append((pick, base * rng.uniform(0.5, 1.5)))
+        t = pick + rng.uniform(120, 700)
+    if hi > knots[-1][0]:
+        knots.append((hi, base * rng.uniform(0.5, 1.5)))
+    return Level(knots=knots)
+
+
+def counter_reset(
+    rng: random.Random, copies: Sequence[Copy], first: float, at: float, last: float, base: float, offset: float
+) -> tuple[Counter, Counter, float]:
+    """A process restart near ``at`` under unchanged labels (a counter reset): the old counter,
+    flat from the copies' earliest sample before ``at``, the new one counting from zero from their
+    latest, and the split time (old lives end at or before it, new ones start after it)."""
+    befores = [ts[-1] for ts in _copy_times(copies, first, at)]
+    old = counter_for(rng, copies, first, min(befores), base, offset=offset)
+    new = counter_for(rng, copies, max(befores) + 0.001, last, base, not_before=max(befores))
+    return old, new, max(befores)
