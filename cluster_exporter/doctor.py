@@ -34,6 +34,7 @@ from .settings import KubernetesSettings, Settings
 SCHEMA_VERSION = 1  # of the JSON output; docs/doctor.md describes it
 LOOKBACK = 300.0  # Prometheus' lookback delta, the longest max_gap (seconds)
 SHOWN = 10  # namespaces named per line of the table (the JSON lists them all)
+SETTLE_ROOM = 30.0  # seconds a window's last scrape is given to be scraped and stored, past when it is due
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 
@@ -357,15 +358,19 @@ def _timing(d: Diagnosis) -> list[Recommendation]:
     reach = min(max(median + jitter for median, jitter, _ in seen), LOOKBACK)  # what boundary_search must cover
     longest = max(gap for _, _, gap in seen)
     max_gap, search = m.max_gap.total_seconds(), m.boundary_search.total_seconds()
-    if interval > m.scrape_interval.total_seconds() and m.settle_delay is None:
+    # A window is read once the first sample after its end is in for every series alive across
+    # it: at most max_gap after the end (a bridged gap), or one interval plus jitter; the rest of
+    # the settle delay is room for the scrape and its ingestion.
+    settle, needed = m.effective_settle_delay.total_seconds(), max(max_gap, reach) + SETTLE_ROOM
+    if settle < needed:
         out.append(
             Recommendation(
                 "setting",
-                "metering.scrape_interval",
-                _duration(interval),
-                f"samples are {interval:g}s apart (median), more than the configured "
-                f"{m.scrape_interval.total_seconds():g}s: the settle delay (max_gap + 2 scrape intervals) "
-                "would read windows before their last scrapes are in",
+                "metering.settle_delay",
+                _duration(needed),
+                f"windows are read {settle:g}s after their end, but the first sample after it can come "
+                f"{max(max_gap, reach):g}s later (max_gap, or the interval plus jitter) and needs time to be "
+                "scraped and stored",
             )
         )
     # max_gap: at least 1.5 scrape intervals and the boundary search (the settings' rules), and the

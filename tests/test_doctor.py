@@ -454,13 +454,19 @@ def _spaced(name: str, spacings: list[float], longest: float | None = None) -> M
         pytest.param(
             {},
             {"cpu_hours": _spaced("cpu_hours", [60.0] * 100)},
-            [("metering.scrape_interval", "1m")],
-            id="scraped-every-minute",
+            [],
+            id="scraped-every-minute-within-the-default-settle-delay",
+        ),
+        pytest.param(
+            {"settle_delay": "5m"},
+            {"cpu_hours": _spaced("cpu_hours", [60.0] * 100)},
+            [("metering.settle_delay", "330s")],
+            id="settle-delay-shorter-than-max-gap-and-room",
         ),
         pytest.param(
             {},
             {"cpu_hours": _spaced("cpu_hours", [80.0] * 95 + [110.0] * 5)},
-            [("metering.scrape_interval", "80s"), ("metering.boundary_search", "110s")],
+            [("metering.boundary_search", "110s")],
             id="jitter-beyond-the-boundary-search",
         ),
         pytest.param(

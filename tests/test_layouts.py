@@ -114,3 +114,39 @@ def test_windows_are_the_two_fully_covered_hours() -> None:
         (datetime.fromisoformat("2025-11-20T01:00:00+00:00"), datetime.fromisoformat("2025-11-20T02:00:00+00:00")),
         (datetime.fromisoformat("2025-11-20T02:00:00+00:00"), datetime.fromisoformat("2025-11-20T03:00:00+00:00")),
     ]
+
+
+async def test_doctor_finds_each_layout_meterable_as_configured(deployed: Deployed) -> None:
+    """doctor on every layout: the window can be metered with the defaults, nothing to set, and
+    it names where each meter found the namespace."""
+    from cluster_exporter.doctor import diagnose, to_json
+
+    spec = deployed.layout.spec
+    start, end = L.WINDOWS[0]
+    settings = default_settings(deployed.urls["prometheus"], deployed.kubeconfig, spec)
+    async with PrometheusClient(settings.prometheus) as client:
+        found = to_json(await diagnose(settings, end, LATER, client))
+    assert found["ok"] and found["exit_code"] == 0, found["error"]
+    has_ksm = any(s.name == "kube_namespace_labels" for s in deployed.layout.cluster.series)
+    # without kube-state-metrics' namespace labels (this GMP layout has none), the one thing to set
+    wanted = [] if has_ksm else [("kube-state-metrics", "--metric-labels-allowlist")]
+    assert [(r["kind"], r["setting"]) for r in found["recommendations"]] == wanted, found["recommendations"]
+    meters = {m["name"]: m for m in found["meters"]}
+    for meter in BUILTIN_METERS:
+        assert meters[meter]["series"] > 0 and meters[meter]["unattributed_series"] == 0, meter
+    http_label = "destination_service_namespace" if spec.http_source == "istio" else HTTP_NAMESPACE_LABEL[spec.name]
+    assert set(meters["http_requests"]["label_used"]) == {http_label}
+
+
+# Where each layout's ingress-nginx requests carry the Ingress' namespace (docs/layouts.md).
+HTTP_NAMESPACE_LABEL = {
+    "kube-prometheus-stack": "exported_namespace",
+    "kube-prometheus-stack-10s": "exported_namespace",
+    "kube-prometheus-stack-honorlabels": "namespace",
+    "gmp": "exported_namespace",
+    "openshift": "exported_namespace",
+    "k3s": "exported_namespace",
+    "prometheus-community-chart": "namespace",
+    "thanos-ha-no-dedup": "exported_namespace",
+    "cadvisor-two-jobs": "exported_namespace",
+}
