@@ -122,7 +122,7 @@ async def test_doctor_finds_each_layout_meterable_as_configured(deployed: Deploy
     from cluster_exporter.doctor import diagnose, to_json
 
     spec = deployed.layout.spec
-    start, end = L.WINDOWS[0]
+    end = L.WINDOWS[0][1]
     settings = default_settings(deployed.urls["prometheus"], deployed.kubeconfig, spec)
     async with PrometheusClient(settings.prometheus) as client:
         found = to_json(await diagnose(settings, end, LATER, client))
