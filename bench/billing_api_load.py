@@ -30,8 +30,8 @@ from pathlib import Path
 
 import aiohttp
 
-from cluster_exporter.billing_api.local_postgres import LocalPostgres
 from cluster_exporter.billing_api.storage import open_storage
+from cluster_exporter.devtools.local_postgres import LocalPostgres
 from cluster_exporter.report import build_report
 
 ADMIN = "bench-admin"

@@ -4,15 +4,14 @@ Every attempt of a part carries the same ``Idempotency-Key`` and byte-identical 
 passes the spooled bytes), so the receiver can store a report once however often it arrives:
 after a timeout, after a connection cut once the body was sent, or after a crash and restart.
 
-What is retried (kopf's rule): 5xx, 429 (honouring Retry-After), timeouts and connection errors,
-with exponential backoff and jitter, for as long as the caller's deadline allows. Any other 4xx is
-final: retrying an invalid report cannot make it valid, so the caller dead-letters it.
+What is retried is the shared rule of ``retry.py``: 5xx, 429 (honouring Retry-After), timeouts and
+connection errors, with exponential backoff and jitter, for as long as the caller's deadline allows.
+Any other 4xx is final: retrying an invalid report cannot make it valid, so the caller dead-letters it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
@@ -22,12 +21,12 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from . import __version__
 from .errors import DeliveryError, PermanentDeliveryError, UsageError, clip
 from .metrics import ExporterMetrics
 from .report import UsageReport
+from .retry import GaveUp, Policy, Retryable, Stopped, parse_retry_after, retry_async, retryable_status
 from .settings import BillingApiSettings, DeliverySettings
 
 log = logging.getLogger(__name__)
@@ -60,41 +59,6 @@ class Outcome:
     attempts: int
     status: int | None = None
     reason: str = ""
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, outcome: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.outcome = outcome
-        self.retry_after = retry_after
-
-
-class _Stopped(Exception):
-    pass
-
-
-def parse_retry_after(header: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent or bad."""
-    if header is None:
-        return None
-    text = header.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff(attempt: int, initial: float, longest: float, jitter: float) -> float:
-    """Wait after failed attempt ``attempt`` (1-based): ``initial * 2**(attempt-1)`` plus up to ``initial`` of
-    jitter (``jitter`` in [0, 1)), at most ``longest``. Jitter keeps many clusters from retrying in step."""
-    return min(longest, initial * 2 ** min(attempt - 1, 32) + initial * jitter)
 
 
 class Deliverer:
@@ -142,60 +106,40 @@ class Deliverer:
     async def send(self, key: str, body: str, deadline: float, label: str = "") -> Outcome:
         """POST ``body`` under ``key`` until accepted, refused (4xx), stopped, or the next wait passes ``deadline``."""
         payload = body.encode()
-        label = label or key
+        d = self.delivery
+        policy = Policy(
+            initial=d.backoff_initial.total_seconds(),
+            maximum=d.backoff_max.total_seconds(),
+            retry_after_max=d.retry_after_max.total_seconds(),
+            log_level=logging.WARNING,
+        )
         attempts = 0
-        last: _Retryable | None = None
 
-        def stop_retrying(state: RetryCallState) -> bool:
-            return not self.may_send() or self.monotonic() + state.upcoming_sleep > deadline
-
-        def before_sleep(state: RetryCallState) -> None:
-            log.warning(
-                "delivery of %s: attempt %d failed (%s); will retry in %.1fs",
-                label,
-                state.attempt_number,
-                last,
-                state.upcoming_sleep,
-            )
+        async def attempt() -> tuple[int, bytes]:
+            nonlocal attempts
+            attempts += 1
+            return await self._post(key, payload)
 
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_Retryable),
-                stop=stop_retrying,
-                wait=self._wait,
+            status, text = await retry_async(
+                attempt,
+                policy,
+                label=f"delivery of {label or key}",
+                deadline=deadline,
+                may_continue=self.may_send,
                 sleep=self._sleep,
-                before_sleep=before_sleep,
-                reraise=True,
-            ):
-                with attempt:
-                    if not self.may_send():
-                        raise _Stopped
-                    attempts += 1
-                    try:
-                        status, text = await self._post(key, payload)
-                    except _Retryable as exc:
-                        last = exc
-                        raise
-        except _Stopped:
+                monotonic=self.monotonic,
+                jitter=self.jitter,
+                logger=log,
+            )
+        except Stopped:
             return Outcome("stopped", attempts, reason="stopped before the next attempt")
-        except _Retryable as exc:
+        except GaveUp as exc:
             kind: Literal["gave_up", "stopped"] = "gave_up" if self.may_send() else "stopped"
-            return Outcome(kind, attempts, reason=f"{exc} (after {attempts} attempts)")
+            return Outcome(kind, attempts, reason=f"{exc.last} (after {attempts} attempts)")
         if 200 <= status < 300:
             return Outcome("delivered", attempts, status)
         return Outcome("rejected", attempts, status, f"HTTP {status}: {clip(text)}")
-
-    def _wait(self, state: RetryCallState) -> float:
-        base = backoff(
-            state.attempt_number,
-            self.delivery.backoff_initial.total_seconds(),
-            self.delivery.backoff_max.total_seconds(),
-            self.jitter(),
-        )
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return max(base, min(exc.retry_after, self.delivery.retry_after_max.total_seconds()))
-        return base
 
     async def _sleep(self, seconds: float) -> None:
         # A stop request cuts the backoff short; the next attempt then sees may_send() is False.
@@ -222,14 +166,14 @@ class Deliverer:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), self.wall())
         except TimeoutError as exc:
             self._attempt("timeout", started)
-            raise _Retryable(f"timed out after {self.api.timeout.total_seconds():g}s", "timeout") from exc
+            raise Retryable(f"timed out after {self.api.timeout.total_seconds():g}s", outcome="timeout") from exc
         except aiohttp.ClientError as exc:
             self._attempt("connection_error", started)
-            raise _Retryable(f"{exc.__class__.__name__}: {clip(str(exc))}", "connection_error") from exc
-        if status == 429 or status >= 500:
+            raise Retryable(f"{exc.__class__.__name__}: {clip(str(exc))}", outcome="connection_error") from exc
+        if retryable_status(status):
             outcome = "http_429" if status == 429 else "http_5xx"
             self._attempt(outcome, started)
-            raise _Retryable(f"HTTP {status}: {clip(text)}", outcome, retry_after)
+            raise Retryable(f"HTTP {status}: {clip(text)}", retry_after=retry_after, outcome=outcome)
         self._attempt("success" if 200 <= status < 300 else "http_4xx", started)
         return status, text
 

@@ -46,38 +46,32 @@ def make_api_client(settings: KubernetesSettings) -> Any:
         raise KubernetesError(
             f"bad kubeconfig {settings.kubeconfig}: {exc.__class__.__name__}: {clip(str(exc))}"
         ) from exc
-    configuration.retries = 2  # urllib3's own retries on connection errors; fail fast after that
+    configuration.retries = False  # kube_api.request is the one retry loop (urllib3's would multiply it)
     return client.ApiClient(configuration)
 
 
 def list_customer_namespaces(api_client: Any, settings: KubernetesSettings) -> dict[str, str]:
-    """All namespaces carrying the customer label, as {namespace: customer id} (blocking)."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+    """All namespaces carrying the customer label, as {namespace: customer id} (blocking).
 
+    Raises ``KubernetesError`` (the typed subclasses of ``kube_api.request``: refused, unavailable
+    after its retries) or a plain one when the answer is not a namespace list."""
     owners: dict[str, str] = {}
     ids: dict[str, str] = {}  # one string per customer id, however many namespaces it owns
     token: str | None = None
     pages = 0
     while True:
-        try:
-            query: dict[str, str | int] = {"labelSelector": settings.customer_label, "limit": settings.page_size}
-            if token:
-                query["continue"] = token
-            # Raw JSON, not V1Namespace objects: 100,000 of those would cost seconds and megabytes.
-            page = kube_api.request(
-                api_client, "GET", "/api/v1/namespaces", query=query, timeout=settings.timeout.total_seconds()
-            )
-        except ApiException as exc:
-            raise KubernetesError(
-                f"listing namespaces: HTTP {exc.status} {exc.reason}: {clip(exc.body or '')}"
-            ) from exc
-        except HTTPError as exc:
-            raise KubernetesError(
-                f"cannot reach the Kubernetes API: {exc.__class__.__name__}: {clip(str(exc))}"
-            ) from exc
-        except (OSError, ValueError) as exc:
-            raise KubernetesError(f"listing namespaces failed: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+        query: dict[str, str | int] = {"labelSelector": settings.customer_label, "limit": settings.page_size}
+        if token:
+            query["continue"] = token
+        # Raw JSON, not V1Namespace objects: 100,000 of those would cost seconds and megabytes.
+        page = kube_api.request(
+            api_client,
+            "GET",
+            "/api/v1/namespaces",
+            query=query,
+            timeout=settings.timeout.total_seconds(),
+            what="listing namespaces",
+        )
         if not isinstance(page.get("items", []), list):  # (kube_api.request answers a JSON object)
             raise KubernetesError("namespace list answer is not a NamespaceList")
         pages += 1

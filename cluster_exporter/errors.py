@@ -4,7 +4,11 @@
     ├── UsageError                     exit 2: bad flags, bad config, bad times
     ├── SourceError                    a data source failed: never turn this into a zero
     │   ├── PrometheusError            unreachable, HTTP error, malformed/partial body, NaN
-    │   └── KubernetesError            API unreachable, kubeconfig missing, bad answer
+    │   └── KubernetesError            kubeconfig missing or bad, an answer that is not what was asked
+    │       ├── KubernetesNotFound         404: the object (or its namespace) does not exist
+    │       ├── KubernetesConflict         409: stale resourceVersion, or the object already exists
+    │       ├── KubernetesRefused          any other 4xx (403, 422 ...): final, never retried
+    │       └── KubernetesUnavailable      5xx, 429, timeouts, connection errors, after the retries
     ├── WindowNotReadyError            window end in the future or too recent to be complete
     ├── NoDataError                    no container samples in the window: a broken pipeline
     ├── LayoutError                    exit 6: the data's layout does not match the settings
@@ -24,7 +28,9 @@ The branches named with a module live next to the code that raises them; they ar
 this stays the one place to read the tree.
 
 Dependencies' exceptions (aiohttp, kubernetes, pydantic) are mapped to these in the module that
-talks to the dependency, with ``raise ... from exc``, so the CLI only has to know this tree.
+talks to the dependency, with ``raise ... from exc``, so the CLI only has to know this tree: for
+the Kubernetes API that is ``kube_api.request`` alone (statuses to the typed errors below, kopf's
+``check_response``); what is retried first is ``retry.py``'s rule.
 Every message is one line; response bodies are cut with ``clip`` before they reach a message.
 """
 
@@ -63,6 +69,36 @@ class PrometheusError(SourceError):
 
 class KubernetesError(SourceError):
     """The Kubernetes API failed or could not be reached."""
+
+
+class KubernetesStatusError(KubernetesError):
+    """The Kubernetes API answered an HTTP error status; ``body`` is the answer, clipped."""
+
+    def __init__(self, message: str, status: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class KubernetesNotFound(KubernetesStatusError):
+    """404: the object, or the namespace it lives in, does not exist."""
+
+
+class KubernetesConflict(KubernetesStatusError):
+    """409: another writer changed the object since we read it, or created it first."""
+
+
+class KubernetesRefused(KubernetesStatusError):
+    """Any other 4xx (403 Forbidden, 422 Invalid ...): final, asking again cannot help."""
+
+
+class KubernetesUnavailable(KubernetesError):
+    """5xx, 429, timeouts or connection errors that outlasted the retries; ``status`` is None when
+    there was no answer at all."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class WindowNotReadyError(ExporterError):

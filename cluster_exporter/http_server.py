@@ -1,7 +1,9 @@
 """/metrics, /healthz and /readyz for the long-running `run`, on the injected registry.
 
-/healthz answers 200 while the event loop turns and the runner has not died (a liveness probe that
-restarts a pod merely waiting for the billing API would only lose its place in the queue).
+/healthz answers 200 while the event loop turns and neither the runner nor the Lease elector has
+died (``service.supervise`` clears ``Health.alive`` when either task ends other than on a stop
+request; a liveness probe that restarts a pod merely waiting for the billing API would only lose
+its place in the queue).
 /readyz answers 200 once the leader has read its state (a first catch-up of many windows may take
 long; the pod is ready meanwhile), or, on a standby replica, while the Lease API answers: before
 that the process has not shown it can reach its state or the API.
@@ -22,9 +24,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Health:
-    """What the probes report; the runner updates it."""
+    """What the probes report; the service updates it."""
 
-    alive: bool = True
+    alive: bool = True  # False once the runner or the Lease elector died
     ready: bool = False
     reason: str = "starting"
 

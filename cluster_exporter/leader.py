@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import kube_api
-from .errors import clip
+from .errors import (
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesNotFound,
+    KubernetesStatusError,
+    KubernetesUnavailable,
+)
 from .metrics import ExporterMetrics
 
 log = logging.getLogger(__name__)
@@ -103,27 +109,27 @@ class LeaseElector:
     def _request(
         self, operation: str, method: str, url: str, body: dict[str, Any] | None = None
     ) -> dict[str, Any] | int:
-        """The answer's JSON, or the HTTP status of a refusal (404, 409); other failures raise OSError."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
+        """The answer's JSON, or the HTTP status of a refusal (404, 409); other failures raise
+        KubernetesError, remembered in ``last_error`` and ``reachable``."""
+        # Retries included, one call ends within half the renew deadline: a renewal that cannot
+        # land in time is better given up and tried again at the next round.
+        budget = max(1.0, self.renew_deadline / 2)
         try:
-            answer = kube_api.request(self._client(), method, url, body=body, timeout=max(1.0, self.renew_deadline / 2))
+            answer = kube_api.request(
+                self._client(), method, url, body=body, timeout=budget, budget=budget, what=operation
+            )
+        except (KubernetesNotFound, KubernetesConflict) as exc:
             self.reachable, self.last_error = True, None
-            return answer
-        except ApiException as exc:
-            self.reachable = True
-            if exc.status in (404, 409):
-                self.last_error = None
-                return int(exc.status)
+            return exc.status
+        except KubernetesError as exc:
+            # an HTTP answer (403, 503) shows the API is there; no answer, or one that is not JSON, does not
+            status = exc.status if isinstance(exc, (KubernetesStatusError, KubernetesUnavailable)) else None
+            self.reachable = status is not None
             self._count_error(operation)
-            self.last_error = f"{operation}: HTTP {exc.status}: {clip(exc.body or '')}"
-            raise OSError(self.last_error) from exc
-        except (HTTPError, OSError, ValueError) as exc:
-            self.reachable = False
-            self._count_error(operation)
-            self.last_error = f"{operation}: {exc.__class__.__name__}: {clip(str(exc))}"
-            raise OSError(self.last_error) from exc
+            self.last_error = str(exc)
+            raise
+        self.reachable, self.last_error = True, None
+        return answer
 
     def _count_error(self, operation: str) -> None:
         if self.metrics is not None:
@@ -139,7 +145,7 @@ class LeaseElector:
         return spec
 
     def try_acquire_or_renew(self) -> bool:
-        """One round (blocking): True if we hold the Lease afterwards. Raises OSError when the API fails."""
+        """One round (blocking): True if we hold the Lease afterwards. Raises KubernetesError when the API fails."""
         started = self.monotonic()
         lease = self._request("get_lease", "GET", self._url(self.name))
         if lease == 404:
@@ -189,7 +195,7 @@ class LeaseElector:
         """One acquire-or-renew round in a worker thread, and the leadership that follows from it."""
         try:
             held = await asyncio.to_thread(self.try_acquire_or_renew)
-        except OSError as exc:
+        except KubernetesError as exc:
             log.warning("%s: %s", self.describe(), exc)
             held = False
         if held:
@@ -242,5 +248,5 @@ class LeaseElector:
         try:
             await asyncio.to_thread(work)
             log.info("released %s", self.describe())
-        except OSError as exc:
+        except KubernetesError as exc:
             log.warning("could not release %s: %s", self.describe(), exc)

@@ -10,35 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
+import logging
 import math
 import operator
-import random
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-)
 
 from .answer_stream import MalformedAnswer, stream_result_items
 from .errors import PrometheusError, clip
+from .retry import GaveUp, Policy, Retryable, parse_retry_after, retry_async, retryable_status
 from .settings import PrometheusSettings
+
+log = logging.getLogger(__name__)
 
 OnQuery = Callable[[str, float, bool], None]  # (query name, seconds, ok)
 
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+# 0.5 s, 1 s, 2 s ... up to 10 s with jitter; a Retry-After up to 60 s. The number of attempts is
+# the setting prometheus.attempts.
+RETRY = Policy(initial=0.5, maximum=10.0, retry_after_max=60.0)
 
 
 @dataclass(frozen=True)
@@ -175,26 +172,13 @@ class PrometheusClient:
     async def _with_retries(
         self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None
     ) -> dict[str, Any]:
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            # 0.5 s, 1 s, 2 s ... capped at 10 s, plus up to 0.5 s of jitter
-            base = min(10.0, 0.5 * 2 ** (state.attempt_number - 1)) + random.uniform(0, 0.5)
-            if isinstance(exc, _Retryable) and exc.retry_after is not None:
-                return max(base, min(exc.retry_after, 60.0))
-            return base
-
+        policy = dataclasses.replace(RETRY, attempts=self.settings.attempts)
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(_Retryable),
-                stop=stop_after_attempt(self.settings.attempts),
-                wait=wait,
-                reraise=True,
-            ):
-                with attempt:
-                    return await self._post(name, expr, at, on_item)
-        except _Retryable as exc:
-            raise PrometheusError(f"query {name}: {exc} (gave up after {self.settings.attempts} attempts)") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            return await retry_async(
+                lambda: self._post(name, expr, at, on_item), policy, label=f"query {name}", logger=log
+            )
+        except GaveUp as exc:
+            raise PrometheusError(f"query {name}: {exc}") from exc
 
     async def _post(
         self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None
@@ -228,11 +212,14 @@ class PrometheusClient:
             )
             if handed:
                 raise PrometheusError(f"query {name}: answer cut off after {handed} series: {what}") from exc
-            raise _Retryable(what) from exc
+            raise Retryable(what) from exc
         except MalformedAnswer as exc:
             raise PrometheusError(f"query {name}: HTTP {status}, {exc}") from exc
-        if status == 429 or status >= 500:
-            raise _Retryable(f"HTTP {status} from {self.settings.url}: {clip(body)}", _retry_after(retry_after))
+        if retryable_status(status):
+            raise Retryable(
+                f"HTTP {status} from {self.settings.url}: {clip(body)}",
+                retry_after=parse_retry_after(retry_after, datetime.now(UTC)),
+            )
         if payload is None:
             try:
                 payload = json.loads(body)
@@ -253,15 +240,6 @@ class PrometheusClient:
         if not isinstance(data, dict):
             raise PrometheusError(f"query {name}: answer has no data")
         return data
-
-
-def _retry_after(header: str | None) -> float | None:
-    if header is None:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
 
 
 def _labels(name: str, item: dict[str, Any]) -> dict[str, str]:

@@ -149,10 +149,6 @@ class Runner:
         self._deadline: float | None = None
         self._told_backfill = False
 
-    def may_send(self) -> bool:
-        """Neither stopping nor without the Lease."""
-        return not self.stop.is_set() and self.leader.is_leader()
-
     def _halted(self, result: CycleResult) -> bool:
         if self.stop.is_set():
             result.stopped = True

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 
 from .delivery import Deliverer
 from .discovery import discover_customers, make_api_client
-from .errors import DeliveryError, ExporterError, KubernetesError, UsageError
+from .errors import DeliveryError, ExporterError, KubernetesError, UsageError, clip
 from .http_server import Health, MetricsServer
 from .leader import AlwaysLeader, Leadership, LeaseElector
 from .metering import measure_window
@@ -162,8 +162,9 @@ async def run_service(
     out: TextIO | None = None,
     install_signal_handlers: bool = True,
     stop: asyncio.Event | None = None,
+    health: Health | None = None,
 ) -> int:
-    """The run command's body; returns the exit code."""
+    """The run command's body; returns the exit code. ``health`` is what /healthz and /readyz serve."""
     _check(settings, options)
     if options.dry_run:
         return await dry_run(settings, options, out or sys.stdout)
@@ -200,24 +201,23 @@ async def run_service(
     if install_signal_handlers:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig, stop)
-    health = Health()
+    health = health or Health()
     server = None
     elector_task = None
+
+    def may_send() -> bool:
+        """Neither stopping nor without the Lease: asked before every delivery attempt."""
+        return not stop.is_set() and leader.is_leader()
+
     try:
         if not options.once:
             server = await MetricsServer(registry, health, d.metrics_address, d.metrics_port).start()
         if elector is not None:
-            elector_task = asyncio.create_task(elector.run(stop))
+            elector_task = asyncio.create_task(elector.run(stop), name="lease elector")
+            supervise(elector_task, health, stop)
         async with (
             PrometheusClient(settings.prometheus, on_query=metrics.on_query) as prometheus,
-            Deliverer(
-                settings.billing_api,
-                d,
-                metrics,
-                stop,
-                lambda: not stop.is_set() and leader.is_leader(),
-                identity=identity,
-            ) as deliverer,
+            Deliverer(settings.billing_api, d, metrics, stop, may_send, identity=identity) as deliverer,
         ):
             discover = _counting_discover(metrics)
 
@@ -237,17 +237,45 @@ async def run_service(
             )
             if options.once:
                 return await _once(runner, elector, stop, settings)
-            await _loop(runner, elector, stop, settings, health, clock)
+            runner_task = asyncio.create_task(_loop(runner, elector, stop, settings, health, clock), name="runner")
+            supervise(runner_task, health, stop)
+            await runner_task
             return 0
     finally:
         stop.set()
-        if elector_task is not None:
-            await elector_task  # releases the Lease
-        if server is not None:
-            await server.stop()
-        if install_signal_handlers:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
+        try:
+            if elector_task is not None:
+                await elector_task  # releases the Lease; raises what the elector died of, if it did
+        finally:
+            if server is not None:
+                await server.stop()
+            if install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+
+def supervise(task: asyncio.Task[Any], health: Health, stop: asyncio.Event) -> None:
+    """When ``task`` (the runner loop, the Lease elector) ends other than on a stop request, by an
+    exception or at all: /healthz goes red with the reason, and the service stops (it exits with the
+    task's error). Without this a dead elector would leave a replica idling as a standby for ever,
+    and green."""
+
+    def done(ended: asyncio.Task[Any]) -> None:
+        if ended.cancelled():
+            if stop.is_set():
+                return  # cancelled on the way out
+            how = "was cancelled"
+        elif (exc := ended.exception()) is not None:
+            how = f"died: {exc.__class__.__name__}: {clip(str(exc))}"
+        elif stop.is_set():
+            return  # a clean end on request
+        else:
+            how = "ended while the service was running"
+        health.alive, health.ready, health.reason = False, False, f"{ended.get_name()} {how}"
+        log.error("%s; stopping", health.reason)
+        stop.set()
+
+    task.add_done_callback(done)
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import kube_api
-from .errors import clip
+from .errors import KubernetesConflict, KubernetesError, KubernetesNotFound, KubernetesRefused
 from .state import DeadLetter, State, StateConflictError, StateError, StateTooLargeError, parse_index
 
 log = logging.getLogger(__name__)
@@ -92,33 +92,31 @@ class ConfigMapStore:
         yield
 
     def _call(self, operation: str, method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
+        what = f"{operation} {self.describe()}"
         try:
-            return kube_api.request(self._client(), method, url, body=body, timeout=self.request_timeout)
-        except ApiException as exc:
-            if exc.status == 404 and operation == "get_configmap":
-                raise
-            if exc.status == 409:
-                raise StateConflictError(
-                    f"{self.describe()} was changed by someone else (another replica?); reloading"
-                ) from exc
-            if exc.status == 422 and "too long" in (exc.body or "").lower():
+            return kube_api.request(self._client(), method, url, body=body, timeout=self.request_timeout, what=what)
+        except KubernetesConflict as exc:
+            raise StateConflictError(
+                f"{self.describe()} was changed by someone else (another replica?); reloading"
+            ) from exc
+        except KubernetesRefused as exc:
+            if exc.status == 422 and "too long" in exc.body.lower():
                 raise StateTooLargeError(f"{self.describe()}: the API server refused it as too large") from exc
             self.on_error(operation)
-            raise StateError(f"{operation} {self.describe()}: HTTP {exc.status}: {clip(exc.body or '')}") from exc
-        except (HTTPError, OSError, ValueError) as exc:
+            raise StateError(str(exc)) from exc
+        except KubernetesNotFound as exc:
+            if operation == "get_configmap":
+                raise
             self.on_error(operation)
-            raise StateError(f"{operation} {self.describe()}: {exc.__class__.__name__}: {clip(str(exc))}") from exc
+            raise StateError(str(exc)) from exc
+        except KubernetesError as exc:
+            self.on_error(operation)
+            raise StateError(str(exc)) from exc
 
     def _get(self) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
-
         try:
             return self._call("get_configmap", "GET", self._url(self.name))
-        except ApiException as exc:  # only a 404 gets here
-            assert exc.status == 404
+        except KubernetesNotFound:
             return None
 
     def load(self, cluster_id: str, window_seconds: int) -> State:

@@ -1,7 +1,9 @@
 """Engines behind authentication: bearer token, basic auth, tenant header, TLS with a private CA.
 
 A loopback proxy in front of the real demo Prometheus enforces each requirement the way Mimir,
-Cortex or an authenticating gateway would, and forwards the query when it is met.
+Cortex or an authenticating gateway would, and forwards the query when it is met. The same proxy
+also fails on purpose, for the shared retry policy: 5xx and 429 retried (Retry-After honoured), a
+4xx final.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -40,10 +43,16 @@ class CheckingProxy:
     def __init__(self, upstream: str, required: dict[str, str], ssl_context: ssl.SSLContext | None = None) -> None:
         self.upstream, self.required, self.ssl_context = upstream, required, ssl_context
         self.refused = 0
+        self.fail_next: list[tuple[int, dict[str, str]]] = []  # answer the next requests so, one each
+        self.hits = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.hits += 1
+        if self.fail_next:
+            status, headers = self.fail_next.pop(0)
+            return web.Response(status=status, headers=headers, text="injected failure")
         for name, value in self.required.items():
             if request.headers.get(name) != value:
                 self.refused += 1
@@ -187,3 +196,36 @@ async def test_tls_with_a_private_ca(
         assert await _measure(_settings(kube, tmp_path, proxy.url, ca_file=ca), cluster) == 5
     finally:
         await proxy.stop()
+
+
+async def _vector(settings: Settings) -> list[float]:
+    async with PrometheusClient(settings.prometheus) as client:
+        return [s.value for s in await client.vector("one", "vector(1)", LATER.timestamp())]
+
+
+async def test_429_and_503_are_retried_honouring_retry_after(
+    prometheus: PrometheusServer, kube: KubeApiStandIn, tmp_path: Path
+) -> None:
+    proxy = await CheckingProxy(prometheus.url, {}).start()
+    try:
+        proxy.fail_next = [(429, {"Retry-After": "1"}), (503, {})]
+        started = time.monotonic()
+        assert await _vector(_settings(kube, tmp_path, proxy.url, attempts=3)) == [1.0]
+        assert time.monotonic() - started >= 1.0  # the backoff alone would have waited about 0.5 s + 1 s
+        assert proxy.hits == 3
+
+        proxy.fail_next = [(503, {})] * 3
+        gave_up = r"query one: HTTP 503 .*injected failure \(gave up after 3 attempts\)"
+        with pytest.raises(PrometheusError, match=gave_up):
+            await _vector(_settings(kube, tmp_path, proxy.url, attempts=3))
+        assert proxy.hits == 6
+    finally:
+        await proxy.stop()
+
+
+async def test_a_4xx_is_final(proxies: dict[str, CheckingProxy], kube: KubeApiStandIn, tmp_path: Path) -> None:
+    proxy = proxies["bearer"]
+    before = proxy.refused
+    with pytest.raises(PrometheusError, match="HTTP 401"):
+        await _vector(_settings(kube, tmp_path, proxy.url, attempts=3))
+    assert proxy.refused - before == 1

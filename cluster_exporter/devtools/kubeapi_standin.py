@@ -4,7 +4,8 @@ No real API server can run on the development machines (none is packaged), so th
 ``kubernetes`` client talks over HTTP to this aiohttp app instead. It implements what
 cluster-exporter uses, the way the API server does it: namespaces with labels, label selectors
 (``key``, ``!key``, ``key=value``, ``key!=value``, ``key in (a,b)``, ``key notin (a,b)``),
-``limit``/``continue`` pagination, and injectable failures.
+``limit``/``continue`` pagination, and injectable failures (every request, or the next few with
+given statuses and headers such as Retry-After).
 
 For delivery it also serves namespaced ConfigMaps (v1) and Leases (coordination.k8s.io/v1) with
 get, create, replace and delete, and the API server's concurrency rules: every write bumps a
@@ -87,6 +88,8 @@ class KubeState:
 
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
     fail_status: int | None = None  # answer every request with this HTTP status
+    # answer the next requests with these (status, headers), one each, then serve normally again
+    fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)  # path?query of each request, for assertions
     resource_version: int = 1000
     # (resource, namespace, name) -> object, for configmaps and leases
@@ -114,6 +117,9 @@ class KubeState:
         return copy.deepcopy(obj) if obj is not None else None
 
 
+_REASONS = {403: "Forbidden", 404: "NotFound", 409: "Conflict", 429: "TooManyRequests", 503: "ServiceUnavailable"}
+
+
 def _status(code: int, reason: str, message: str) -> web.Response:
     body = {
         "kind": "Status",
@@ -133,6 +139,11 @@ def make_app(state: KubeState) -> web.Application:
     @web.middleware
     async def record(request: web.Request, handler: Any) -> web.StreamResponse:
         state.requests.append(request.path_qs)
+        if state.fail_next:
+            status, headers = state.fail_next.pop(0)
+            response = _status(status, _REASONS.get(status, "InternalError"), "injected failure")
+            response.headers.update(headers)
+            return response
         if state.fail_status is not None:
             return _status(state.fail_status, "InternalError", "injected failure")
         return await handler(request)

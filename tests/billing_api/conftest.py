@@ -19,10 +19,10 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cluster_exporter.billing_api.local_postgres import LocalPostgres
 from cluster_exporter.billing_api.server import serve
 from cluster_exporter.billing_api.settings import BillingSettings
 from cluster_exporter.billing_api.storage import Storage, open_storage
+from cluster_exporter.devtools.local_postgres import LocalPostgres
 
 ADMIN = "admin-secret"
 TOKENS = {"k8s-us-east-1": "token-east", "k8s-eu-west-1": "token-west", "k8s-ap-south-1": "token-south"}

@@ -34,6 +34,9 @@ WINDOW_ENDS = [DAY + timedelta(hours=h) for h in (1, 2, 3)]
 EXPORTER_NAMESPACE = "monitoring"  # a namespace of the demo cluster: the exporter's own
 TOKEN = "test-token-7f3a"
 EXPORTER = [sys.executable, "-m", "cluster_exporter.cli"]
+# The checkout under test, ahead of anything installed: an exporter process must run this tree's code
+# whichever worktree or directory pytest was started from.
+REPOSITORY = str(Path(__file__).resolve().parents[2])
 
 
 def window_ids(cluster_id: str) -> list[str]:
@@ -85,6 +88,7 @@ def exporter_env(
         DELIVERY_BACKOFF_MAX="500ms",
         DELIVERY_RETRY_BUDGET="20s",
         PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join([REPOSITORY, *filter(None, [os.environ.get("PYTHONPATH")])]),
     )
     env.update(extra)
     return env

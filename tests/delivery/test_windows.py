@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from cluster_exporter.delivery import backoff, idempotency_key, parse_retry_after, split_report
+from cluster_exporter.delivery import idempotency_key, split_report
 from cluster_exporter.errors import UsageError
 from cluster_exporter.report import UsageReport, build_report
+from cluster_exporter.retry import backoff, parse_retry_after
 from cluster_exporter.runner import ceil_to, due_window_ends, floor_to, initial_watermark, newest_due_end
 from cluster_exporter.state import SpoolEntry
 

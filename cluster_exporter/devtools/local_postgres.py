@@ -1,5 +1,8 @@
 """A throwaway PostgreSQL 15 server for the tests and the benchmark: temp dir, free loopback port.
 
+A test helper, so it lives in devtools and not in billing_api (the receiving service never starts
+its own database).
+
 ``initdb`` refuses to run as root, so when we are root the server's processes run as the
 ``postgres`` user (the Debian package creates it) and the data directory is handed to it. The
 unix socket lives in the temp dir too, so nothing outside it is touched.
@@ -11,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,19 +23,12 @@ from typing import Any
 
 import psycopg
 
-from .errors import BillingApiError
+from .prometheus_server import DevServerError, free_port
 
 BINDIR_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class LocalPostgresError(BillingApiError):
+class LocalPostgresError(DevServerError):
     """The local PostgreSQL server could not be prepared or started."""
 
 
