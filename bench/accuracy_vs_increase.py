@@ -21,9 +21,9 @@ from cluster_exporter.devtools.demo import demo_namespaces, demo_settings, prepa
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from cluster_exporter.devtools.original_design import INCREASE_ONLY, ORIGINAL, per_namespace_usage
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
-from cluster_exporter.metering import measure_window, parse_time
+from cluster_exporter.metering.window import measure_window, parse_time
 from cluster_exporter.meters import NAMES as BUILTIN_METERS
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 METERS = BUILTIN_METERS
 

@@ -41,8 +41,8 @@ import asyncio, sys
 from datetime import UTC, datetime
 import psutil
 from cluster_exporter.allocator import fix_mmap_threshold
-from cluster_exporter.metering import measure_window
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.metering.window import measure_window
+from cluster_exporter.sources.prometheus import PrometheusClient
 from cluster_exporter.settings import load_settings
 
 fix_mmap_threshold()  # as cli.main does

@@ -15,9 +15,9 @@ from pyinstrument import Profiler
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
-from cluster_exporter.metering import measure_window
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.metering.window import measure_window
 from cluster_exporter.settings import load_settings
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_report import kube_state

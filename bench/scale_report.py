@@ -41,11 +41,11 @@ from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState,
 from cluster_exporter.devtools.original_design import ORIGINAL, per_namespace_usage
 from cluster_exporter.devtools.prometheus_server import PrometheusServer, backfill
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
-from cluster_exporter.metering import all_meters, make_window
+from cluster_exporter.metering.plan import meter_queries, namespace_owners
+from cluster_exporter.metering.window import all_meters, make_window
 from cluster_exporter.meters import NAMES as BUILTIN_METERS
-from cluster_exporter.prometheus import PrometheusClient
-from cluster_exporter.queries import meter_queries, namespace_owners
 from cluster_exporter.settings import PrometheusSettings, load_settings
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW_END = datetime(2025, 11, 20, 2, tzinfo=UTC)

@@ -131,7 +131,7 @@ RUN_FLAGS: dict[str, tuple[str, str, str]] = {
 
 def _run_report(args: argparse.Namespace, settings: Settings) -> int:
     from .commands import run_report
-    from .metering import parse_time
+    from .metering.window import parse_time
 
     window_end = parse_time(args.window_end)
     report = asyncio.run(run_report(settings, window_end, datetime.now(UTC), dry_run=args.dry_run))
@@ -175,8 +175,8 @@ def render(report: dict[str, Any], fmt: str) -> str:
 
 
 def _run_run(args: argparse.Namespace, settings: Settings) -> int:
-    from .metering import parse_time
-    from .service import RunOptions, configure_logging, run_service
+    from .delivery.service import RunOptions, configure_logging, run_service
+    from .metering.window import parse_time
 
     configure_logging()
     options = RunOptions(once=args.once, as_of=parse_time(args.as_of) if args.as_of else None, dry_run=args.dry_run)
@@ -184,9 +184,9 @@ def _run_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from .delivery.runner import newest_due_end
     from .doctor import render_table, run_doctor, to_json
-    from .metering import parse_time
-    from .runner import newest_due_end
+    from .metering.window import parse_time
 
     now = parse_time(args.as_of) if args.as_of else datetime.now(UTC)
     m = settings.metering

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .delivery import send_report
+from .delivery.sender import send_report
 from .errors import UsageError
-from .metering import measure_window
-from .prometheus import PrometheusClient
+from .metering.window import measure_window
 from .report import UsageReport
 from .settings import Settings
+from .sources.prometheus import PrometheusClient
 
 
 async def run_report(settings: Settings, window_end: datetime, now: datetime, dry_run: bool) -> UsageReport:

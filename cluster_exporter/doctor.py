@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from . import queries as q
-from .checks import MeterCheck
-from .discovery import discover_customers
 from .errors import ExporterError, KubernetesError, PrometheusError, WindowNotReadyError
-from .metering import all_meters, check_ready, make_window, measure_window, window_bounds
-from .prometheus import PrometheusClient
+from .metering import plan as q
+from .metering.checks import MeterCheck
+from .metering.window import all_meters, check_ready, make_window, measure_window, window_bounds
 from .report import format_time
 from .settings import KubernetesSettings, Settings
+from .sources.kube.discovery import discover_customers
+from .sources.prometheus import PrometheusClient
 
 SCHEMA_VERSION = 1  # of the JSON output; docs/doctor.md describes it
 LOOKBACK = 300.0  # Prometheus' lookback delta, the longest max_gap (seconds)

@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Literal, TextIO
 
-log = logging.getLogger("cluster_exporter.runner")
+log = logging.getLogger("cluster_exporter.delivery.runner")
 
 BAR_WIDTH = 30
 

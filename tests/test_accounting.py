@@ -7,14 +7,9 @@ import random
 
 import pytest
 
-from cluster_exporter.accounting import (
-    NamespaceOwners,
-    counter_usage,
-    customer_usage,
-    gauge_usage,
-    raw_amounts,
-)
-from cluster_exporter.queries import Meter, Window
+from cluster_exporter.metering.plan import Meter, Window
+from cluster_exporter.metering.rules import NamespaceOwners, counter_usage, customer_usage, gauge_usage
+from cluster_exporter.metering.tables import raw_amounts
 
 # Window (1000, 1060], bridge gaps up to 20 s, read 15 s on each side of a boundary, counters
 # remembered for 500 s.
@@ -135,7 +130,7 @@ def test_customer_usage_sums_namespaces_scales_and_keeps_idle_customers() -> Non
     [("x", 'x{a="b"}'), ("x{}", 'x{a="b"}'), ('x{c!=""}', 'x{c!="",a="b"}')],
 )
 def test_matchers_are_added_inside_the_braces(selector: str, expected: str) -> None:
-    from cluster_exporter.queries import with_matchers
+    from cluster_exporter.metering.plan import with_matchers
 
     assert with_matchers(selector, 'a="b"') == expected
 
@@ -215,7 +210,7 @@ def test_boundary_rules_give_what_the_raw_rules_give(seed: int) -> None:
     across the boundary (checked here independently), and where they decide it they give the
     sample-by-sample rule's amount; a gauge's closed form refuses exactly the series whose samples
     are not evenly spaced with none missing."""
-    from cluster_exporter.accounting import EVEN, counter_at_boundary, gauge_closed_form, gauge_end, gauge_start
+    from cluster_exporter.metering.rules import EVEN, counter_at_boundary, gauge_closed_form, gauge_end, gauge_start
 
     rng = random.Random(seed)
     samples, _, _ = _random_series(rng)
@@ -256,7 +251,7 @@ def _sum_count(samples: list[tuple[float, float]]) -> tuple[float, float]:
 def test_a_boundary_is_interpolated_between_the_two_samples_around_it_whatever_their_spacing() -> None:
     """cAdvisor stamps samples with its own housekeeping times: the value at T0 lies on the line
     between the two samples around it, not on one drawn with the average spacing."""
-    from cluster_exporter.accounting import counter_at_boundary
+    from cluster_exporter.metering.rules import counter_at_boundary
 
     # 1 unit/s, samples at 988, 997 (3 s before T0), 1011 (11 s after), 1013, 1014
     samples = [(t, t - 900.0) for t in (988.0, 997.0, 1011.0, 1013.0, 1014.0)]
@@ -268,7 +263,7 @@ def test_a_boundary_is_interpolated_between_the_two_samples_around_it_whatever_t
 def test_copies_and_lives_of_one_unit_are_told_apart_in_time() -> None:
     """Series of one unit (a container, a claim) alive together are copies, one after another
     are lives: each piece of the window counts the largest usage any series shows in it."""
-    from cluster_exporter.accounting import merged_usage
+    from cluster_exporter.metering.rules import merged_usage
 
     w = Window(start=1000.0, end=1060.0, max_gap=20.0, search=15.0, lookback=500.0)
     steady = [(990.0 + 5 * i, 1000.0 + 5 * i) for i in range(17)]  # 1/s from 990 to 1070
@@ -290,7 +285,7 @@ def test_copies_and_lives_of_one_unit_are_told_apart_in_time() -> None:
 
 
 def test_series_index_hands_each_series_out_once_and_drops_colliding_identities() -> None:
-    from cluster_exporter.accounting import SeriesIndex
+    from cluster_exporter.metering.tables import SeriesIndex
 
     index = SeriesIndex(2)
     index.put((5, 1), (1.0, 2.0))
@@ -310,7 +305,7 @@ def test_series_index_sorts_in_buckets_at_scale_and_still_finds_every_series() -
     """50,000 random identities (13 sort buckets), a few sharing a first half and one stored twice:
     every other series comes back with its own numbers, exactly once."""
 
-    from cluster_exporter.accounting import SeriesIndex
+    from cluster_exporter.metering.tables import SeriesIndex
 
     rng = random.Random(7)
     keys = [(rng.randrange(-(2**63), 2**63), rng.randrange(-(2**63), 2**63)) for _ in range(50_000)]
@@ -334,7 +329,7 @@ def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from
     """The raw path reads a counter in [T0 - max_gap, T1 + max_gap] plus its last value in the
     lookback before that: the same amount as from every sample back to T0 - lookback."""
 
-    from cluster_exporter.accounting import with_value_before
+    from cluster_exporter.metering.rules import with_value_before
 
     rng = random.Random(seed)
     spacing = rng.choice([2.0, 5.0, 10.0])
@@ -359,7 +354,7 @@ def test_a_counter_read_from_the_window_span_and_one_value_before_meters_as_from
 def test_raw_fetches_are_split_to_fit_the_query_length_and_match_values_literally() -> None:
     import re
 
-    from cluster_exporter.queries import Meter, _regex_union, raw_chunks, raw_samples_query
+    from cluster_exporter.metering.plan import Meter, _regex_union, raw_chunks, raw_samples_query
 
     values = ["10.0.0.1:10250", 'quote"d', "back\\slash", "a|b", "(x)*[y]{2}^$+?.", "plain"]
     regex = _regex_union(values)
@@ -394,7 +389,7 @@ def test_namespace_shards_are_balanced_disjoint_and_cover_every_value(names: lis
     shards' regexes (as Prometheus reads them: fully anchored) match every string exactly once."""
     import re
 
-    from cluster_exporter.queries import namespace_shards
+    from cluster_exporter.metering.plan import namespace_shards
 
     patterns = namespace_shards(names, 4)
     regexes = [re.compile(re.sub(r"\\(.)", r"\1", p)) for p in patterns]  # the PromQL string's escapes
@@ -408,7 +403,7 @@ def test_namespace_shards_are_balanced_disjoint_and_cover_every_value(names: lis
 
 
 def test_namespace_shards_of_names_with_nothing_to_split_on() -> None:
-    from cluster_exporter.queries import namespace_shards
+    from cluster_exporter.metering.plan import namespace_shards
 
     assert namespace_shards(["aaa"] * 5, 4) == []
     assert namespace_shards([], 4) == []

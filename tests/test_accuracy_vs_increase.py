@@ -7,9 +7,9 @@ from collections import defaultdict
 from cluster_exporter.devtools.clusters import hour_windows
 from cluster_exporter.devtools.original_design import INCREASE_ONLY, per_namespace_usage
 from cluster_exporter.devtools.synthetic_cluster import Cluster
-from cluster_exporter.metering import measure_window
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.metering.window import measure_window
 from cluster_exporter.settings import Settings
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 from .conftest import LATER
 

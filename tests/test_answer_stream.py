@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cluster_exporter.answer_stream import MalformedAnswer, stream_result_items
+from cluster_exporter.sources.answer_stream import MalformedAnswer, stream_result_items
 
 ITEMS = [
     {

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from cluster_exporter.checks import MeterCheck, attribution_problem, check_pipelines
 from cluster_exporter.errors import LayoutError
+from cluster_exporter.metering.checks import MeterCheck, attribution_problem, check_pipelines
 
 NGINX = "nginx_ingress_controller_requests"
 NGINX_LABELS = ["controller_class", "controller_namespace", "controller_pod", "ingress", "method", "namespace"]

@@ -20,16 +20,16 @@ from typing import Any, cast
 
 import pytest
 
-from cluster_exporter import queries as q
-from cluster_exporter.checks import MeterCheck
 from cluster_exporter.devtools.demo import CUSTOM_METERS, demo_namespaces, prepare
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer, free_port
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster, Series
 from cluster_exporter.doctor import Diagnosis, KsmFinding, MeterFinding, diagnose, recommendations, to_json, warnings
-from cluster_exporter.metering import all_meters
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.metering import plan as q
+from cluster_exporter.metering.checks import MeterCheck
+from cluster_exporter.metering.window import all_meters
 from cluster_exporter.settings import Settings, load_settings
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 from .conftest import LATER
 

@@ -26,9 +26,9 @@ from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kube
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import Cluster
 from cluster_exporter.errors import PrometheusError
-from cluster_exporter.metering import measure_window
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.metering.window import measure_window
 from cluster_exporter.settings import Settings
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 from .conftest import LATER
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cluster_exporter import queries as q
 from cluster_exporter.devtools.demo import CUSTOM_METERS
+from cluster_exporter.metering import plan as q
 from cluster_exporter.settings import load_settings
 
 GOLDEN = Path(__file__).parent / "golden" / "queries.promql"

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cluster_exporter import queries as q
 from cluster_exporter.devtools.clusters import hour_windows
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
-from cluster_exporter.metering import all_meters, make_window, measure_window
+from cluster_exporter.metering import plan as q
+from cluster_exporter.metering.window import all_meters, make_window, measure_window
 from cluster_exporter.meters import NAMES as BUILTIN_METERS
-from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.report import UsageReport, report_id
 from cluster_exporter.settings import Settings
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 from .conftest import LATER
 
@@ -228,9 +228,9 @@ async def test_meters_at_once_auto_measures_one_meter_at_a_time_on_large_cluster
     namespaces (the 128 MiB limit at 100,000), three below."""
     import asyncio
 
-    from cluster_exporter import metering
-    from cluster_exporter.checks import MeterCheck
-    from cluster_exporter.series_metering import MeterResult
+    from cluster_exporter.metering import window as metering
+    from cluster_exporter.metering.checks import MeterCheck
+    from cluster_exporter.metering.fold import MeterResult
 
     assert settings.prometheus.meters_at_once == "auto"
     running, most = 0, 0
@@ -259,7 +259,7 @@ async def test_the_demo_attributes_everything_and_its_data_shows_its_scrape_inte
 ) -> None:
     """What the answers said about the demo's data: every series attributed, the Ingress'
     namespace read from exported_namespace (nginx scraped without honorLabels), 15 s scrapes."""
-    from cluster_exporter.checks import MeterCheck
+    from cluster_exporter.metering.checks import MeterCheck
 
     seen: list[MeterCheck] = []
     async with PrometheusClient(settings.prometheus) as prom:

@@ -14,8 +14,8 @@ from cluster_exporter.devtools.demo import demo_settings
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import VictoriaMetricsServer, import_into_victoriametrics
 from cluster_exporter.devtools.synthetic_cluster import Cluster
-from cluster_exporter.metering import measure_window
-from cluster_exporter.prometheus import PrometheusClient
+from cluster_exporter.metering.window import measure_window
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 from .conftest import LATER
 from .test_report_e2e import METERS, _assert_matches_truth, pause_only

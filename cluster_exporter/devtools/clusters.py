@@ -10,17 +10,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
-from .synthetic_cluster import (
-    GIB,
-    KSM_CUSTOMER_LABEL,
-    Cluster,
-    Counter,
-    Level,
-    Series,
-    Target,
-    _Builder,
-    _labels,
-)
+from .synthetic_cluster import GIB, KSM_CUSTOMER_LABEL, Cluster, Counter, Level, Series, Target, _Builder, _labels
 
 # ---------------------------------------------------------------------------------------------
 # The demo cluster

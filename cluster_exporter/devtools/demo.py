@@ -12,10 +12,10 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..metering import measure_window
-from ..prometheus import PrometheusClient
+from ..metering.window import measure_window
 from ..report import UsageReport
 from ..settings import Settings, load_settings
+from ..sources.prometheus import PrometheusClient
 from .clusters import demo_cluster, hour_windows
 from .kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from .prometheus_server import PrometheusServer, backfill
@@ -92,7 +92,7 @@ async def bill(settings: Settings, reports: list[UsageReport], workdir: Path) ->
     from ..billing_api.pricing import DEFAULT_PRICING_TOML, render_invoice
     from ..billing_api.server import serve
     from ..billing_api.settings import BillingSettings
-    from ..delivery import send_report
+    from ..delivery.sender import send_report
 
     pricing = workdir / "pricing.toml"
     pricing.write_text(DEFAULT_PRICING_TOML + DEMO_PRICING)

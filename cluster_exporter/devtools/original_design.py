@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from ..prometheus import PrometheusClient
+from ..sources.prometheus import PrometheusClient
 
 GIB = 1024**3
 

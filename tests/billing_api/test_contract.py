@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cluster_exporter.delivery import send_report
+from cluster_exporter.delivery.sender import send_report
 from cluster_exporter.errors import PermanentDeliveryError
 from cluster_exporter.report import build_report
 from cluster_exporter.settings import BillingApiSettings, DeliverySettings

@@ -406,7 +406,7 @@ def test_live_exporter_exposes_every_exporter_metric(exposed_metrics: set[str]) 
     """Every metric ExporterMetrics registers is on /metrics (so the checks above compare with all of them)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from cluster_exporter.metrics import ExporterMetrics
+    from cluster_exporter.observability.metrics import ExporterMetrics
 
     registry = CollectorRegistry()
     ExporterMetrics(registry)

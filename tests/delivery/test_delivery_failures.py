@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cluster_exporter.delivery.service import RunOptions, run_service
+from cluster_exporter.delivery.state import DirectoryStore
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
-from cluster_exporter.metering import parse_time
-from cluster_exporter.service import RunOptions, run_service
+from cluster_exporter.metering.window import parse_time
 from cluster_exporter.settings import Settings, load_settings
-from cluster_exporter.state import DirectoryStore
 
 from .conftest import AS_OF, BACKFILL_FROM, TOKEN, WINDOW_ENDS, window_ids
 from .receiver import Receiver

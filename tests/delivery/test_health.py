@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
+from cluster_exporter.delivery.service import RunOptions, run_service, supervise
+from cluster_exporter.delivery.state import DirectoryStore, State
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.errors import UsageError
-from cluster_exporter.http_server import Health, MetricsServer
-from cluster_exporter.metering import parse_time
-from cluster_exporter.service import RunOptions, run_service, supervise
-from cluster_exporter.state import DirectoryStore, State
+from cluster_exporter.metering.window import parse_time
+from cluster_exporter.observability.health import Health, MetricsServer
 
 from .conftest import AS_OF
 from .test_delivery_failures import make_settings

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from cluster_exporter.delivery.state import DirectoryStore
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
-from cluster_exporter.state import DirectoryStore
 
 from .conftest import AS_OF, BACKFILL_FROM, WINDOW_ENDS, exporter_env, kill9, start_exporter, wait_for, window_ids
 from .receiver import Receiver

@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from cluster_exporter import kube_api
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import free_port
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
-from cluster_exporter.discovery import list_customer_namespaces, make_api_client
 from cluster_exporter.errors import (
     KubernetesConflict,
     KubernetesNotFound,
@@ -24,6 +22,8 @@ from cluster_exporter.errors import (
     KubernetesUnavailable,
 )
 from cluster_exporter.settings import KubernetesSettings
+from cluster_exporter.sources.kube import api as kube_api
+from cluster_exporter.sources.kube.discovery import list_customer_namespaces, make_api_client
 
 from .conftest import EXPORTER_NAMESPACE
 
@@ -50,7 +50,7 @@ def test_503_then_success_is_retried(kube_thread: KubeApiStandIn, tmp_path: Path
     kube_thread.state.fail_next = [(503, {})]
     sleeps = Sleeps()
     before = len(kube_thread.state.requests)
-    with caplog.at_level(logging.INFO, logger="cluster_exporter.kube_api"):
+    with caplog.at_level(logging.INFO, logger="cluster_exporter.sources.kube.api"):
         answer = get(client_for(kube_thread.url, tmp_path), sleeps, what="listing namespaces")
     assert answer["kind"] == "NamespaceList" and answer["items"]
     assert len(kube_thread.state.requests) - before == 2

@@ -8,11 +8,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from cluster_exporter.delivery.leader import LeaseElector
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
-from cluster_exporter.discovery import make_api_client
-from cluster_exporter.leader import LeaseElector
-from cluster_exporter.metrics import ExporterMetrics
+from cluster_exporter.observability.metrics import ExporterMetrics
 from cluster_exporter.settings import KubernetesSettings
+from cluster_exporter.sources.kube.discovery import make_api_client
 
 from .conftest import EXPORTER_NAMESPACE
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cluster_exporter.checks import MeterCheck
+from cluster_exporter.delivery.service import RunOptions, run_service
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
-from cluster_exporter.metering import parse_time
-from cluster_exporter.metrics import ExporterMetrics
-from cluster_exporter.service import RunOptions, run_service
+from cluster_exporter.metering.checks import MeterCheck
+from cluster_exporter.metering.window import parse_time
+from cluster_exporter.observability.metrics import ExporterMetrics
 from cluster_exporter.settings import Settings, load_settings
 
 from .conftest import AS_OF, BACKFILL_FROM, TOKEN

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from cluster_exporter.delivery.state import DirectoryStore
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.prometheus_server import PrometheusServer, free_port, require_binary
-from cluster_exporter.metrics import ExporterMetrics
-from cluster_exporter.state import DirectoryStore
+from cluster_exporter.observability.metrics import ExporterMetrics
 
 from .conftest import (
     AS_OF,

@@ -14,20 +14,20 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from cluster_exporter.commands import run_report
-from cluster_exporter.delivery import Deliverer
+from cluster_exporter.delivery.leader import AlwaysLeader
+from cluster_exporter.delivery.runner import Runner
+from cluster_exporter.delivery.sender import Deliverer
+from cluster_exporter.delivery.service import make_clock
+from cluster_exporter.delivery.state import SpoolEntry, State
+from cluster_exporter.delivery.state_configmap import INDEX_KEY, ConfigMapStore, configmap_size
 from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
-from cluster_exporter.discovery import make_api_client
-from cluster_exporter.leader import AlwaysLeader
-from cluster_exporter.metering import measure_window, parse_time
-from cluster_exporter.metrics import ExporterMetrics
+from cluster_exporter.metering.window import measure_window, parse_time
+from cluster_exporter.observability.metrics import ExporterMetrics
 from cluster_exporter.progress import Progress
-from cluster_exporter.prometheus import PrometheusClient
 from cluster_exporter.report import UsageReport
-from cluster_exporter.runner import Runner
-from cluster_exporter.service import make_clock
-from cluster_exporter.state import SpoolEntry, State
-from cluster_exporter.state_configmap import INDEX_KEY, ConfigMapStore, configmap_size
+from cluster_exporter.sources.kube.discovery import make_api_client
+from cluster_exporter.sources.prometheus import PrometheusClient
 
 from .conftest import AS_OF, EXPORTER_NAMESPACE, TOKEN, WINDOW_ENDS, window_ids
 from .receiver import Receiver

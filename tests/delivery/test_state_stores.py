@@ -10,12 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
-from cluster_exporter.discovery import make_api_client
-from cluster_exporter.errors import UsageError
-from cluster_exporter.report import build_report
-from cluster_exporter.settings import KubernetesSettings
-from cluster_exporter.state import (
+from cluster_exporter.delivery.state import (
     DeadLetter,
     DirectoryStore,
     SpoolEntry,
@@ -25,7 +20,12 @@ from cluster_exporter.state import (
     StateLockedError,
     StateTooLargeError,
 )
-from cluster_exporter.state_configmap import ConfigMapStore
+from cluster_exporter.delivery.state_configmap import ConfigMapStore
+from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, write_kubeconfig
+from cluster_exporter.errors import UsageError
+from cluster_exporter.report import build_report
+from cluster_exporter.settings import KubernetesSettings
+from cluster_exporter.sources.kube.discovery import make_api_client
 
 from .conftest import EXPORTER_NAMESPACE
 

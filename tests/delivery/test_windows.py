@@ -6,12 +6,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from cluster_exporter.delivery import idempotency_key, split_report
+from cluster_exporter.delivery.runner import ceil_to, due_window_ends, floor_to, initial_watermark, newest_due_end
+from cluster_exporter.delivery.sender import idempotency_key, split_report
+from cluster_exporter.delivery.state import SpoolEntry
 from cluster_exporter.errors import UsageError
 from cluster_exporter.report import UsageReport, build_report
 from cluster_exporter.retry import backoff, parse_retry_after
-from cluster_exporter.runner import ceil_to, due_window_ends, floor_to, initial_watermark, newest_due_end
-from cluster_exporter.state import SpoolEntry
 
 H = timedelta(hours=1)
 

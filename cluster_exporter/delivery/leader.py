@@ -21,15 +21,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from . import kube_api
-from .errors import (
+from ..errors import (
     KubernetesConflict,
     KubernetesError,
     KubernetesNotFound,
     KubernetesStatusError,
     KubernetesUnavailable,
 )
-from .metrics import ExporterMetrics
+from ..observability.metrics import ExporterMetrics
+from ..sources.kube import api as kube_api
 
 log = logging.getLogger(__name__)
 

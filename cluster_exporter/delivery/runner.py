@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from .delivery import Deliverer
-from .errors import ExporterError, UsageError
+from ..errors import ExporterError, UsageError
+from ..observability.metrics import ExporterMetrics
+from ..progress import Progress
+from ..report import UsageReport, format_time
+from ..settings import Settings
 from .leader import Leadership
-from .metrics import ExporterMetrics
-from .progress import Progress
-from .report import UsageReport, format_time
-from .settings import Settings
+from .sender import Deliverer
 from .state import DeadLetter, SpoolEntry, State, StateError, StateStore, StateTooLargeError, entry_label
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import LayoutError
+from ..errors import LayoutError
 
 # Labels that hold a tenant namespace in the layouts real installations store, most likely first
 # (a label such as controller_namespace holds the exporter's own, never the tenant's).

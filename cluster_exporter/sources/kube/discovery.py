@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import kube_api
-from .errors import KubernetesError, clip
-from .settings import KubernetesSettings
+from ...errors import KubernetesError, clip
+from ...settings import KubernetesSettings
+from . import api as kube_api
 
 _CUSTOMER_ID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
 

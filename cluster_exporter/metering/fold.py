@@ -15,23 +15,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import queries as q
-from .accounting import (
-    AmountTable,
-    RawUnits,
-    SeriesIndex,
-    UnitTotals,
-    counter_at_boundary,
-    gauge_closed_form,
-    gauge_end,
-    gauge_start,
-    namespace_of,
-    series_id,
-    with_value_before,
-)
+from ..errors import PrometheusError
+from ..sources.prometheus import PrometheusClient
+from . import plan as q
 from .checks import MeterCheck
-from .errors import PrometheusError
-from .prometheus import PrometheusClient
+from .rules import counter_at_boundary, gauge_closed_form, gauge_end, gauge_start, namespace_of, with_value_before
+from .tables import AmountTable, RawUnits, SeriesIndex, UnitTotals, series_id
 
 # Units per raw-sample fetch: their samples are held while the fetch streams in (16 bytes a
 # sample; 2,000 units of a 10 s scrape are about 15 MiB at most).

@@ -28,18 +28,18 @@ from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from .delivery import Deliverer
-from .discovery import discover_customers, make_api_client
-from .errors import DeliveryError, ExporterError, KubernetesError, UsageError, clip
-from .http_server import Health, MetricsServer
+from ..errors import DeliveryError, ExporterError, KubernetesError, UsageError, clip
+from ..metering.window import measure_window
+from ..observability.health import Health, MetricsServer
+from ..observability.metrics import ExporterMetrics
+from ..progress import Progress
+from ..report import UsageReport, format_time
+from ..settings import KubernetesSettings, Settings
+from ..sources.kube.discovery import discover_customers, make_api_client
+from ..sources.prometheus import PrometheusClient
 from .leader import AlwaysLeader, Leadership, LeaseElector
-from .metering import measure_window
-from .metrics import ExporterMetrics
-from .progress import Progress
-from .prometheus import PrometheusClient
-from .report import UsageReport, format_time
 from .runner import CycleResult, Runner, ceil_to, due_window_ends, initial_watermark, newest_due_end
-from .settings import KubernetesSettings, Settings
+from .sender import Deliverer
 from .state import DirectoryStore, StateStore
 from .state_configmap import ConfigMapStore
 

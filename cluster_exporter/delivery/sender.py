@@ -22,12 +22,12 @@ from typing import Literal
 
 import aiohttp
 
-from . import __version__
-from .errors import DeliveryError, PermanentDeliveryError, UsageError, clip
-from .metrics import ExporterMetrics
-from .report import UsageReport
-from .retry import GaveUp, Policy, Retryable, Stopped, parse_retry_after, retry_async, retryable_status
-from .settings import BillingApiSettings, DeliverySettings
+from .. import __version__
+from ..errors import DeliveryError, PermanentDeliveryError, UsageError, clip
+from ..observability.metrics import ExporterMetrics
+from ..report import UsageReport
+from ..retry import GaveUp, Policy, Retryable, Stopped, parse_retry_after, retry_async, retryable_status
+from ..settings import BillingApiSettings, DeliverySettings
 
 log = logging.getLogger(__name__)
 

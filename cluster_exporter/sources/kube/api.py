@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from .errors import (
+from ...errors import (
     KubernetesConflict,
     KubernetesError,
     KubernetesNotFound,
@@ -35,7 +35,7 @@ from .errors import (
     KubernetesUnavailable,
     clip,
 )
-from .retry import GaveUp, Policy, Retryable, parse_retry_after, retry_sync, retryable_status
+from ...retry import GaveUp, Policy, Retryable, parse_retry_after, retry_sync, retryable_status
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .delivery import idempotency_key, split_report
-from .errors import ExporterError, UsageError
-from .report import UsageReport, format_time
+from ..errors import ExporterError, UsageError
+from ..report import UsageReport, format_time
+from .sender import idempotency_key, split_report
 
 STATE_FORMAT = 1
 

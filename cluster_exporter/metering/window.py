@@ -11,16 +11,17 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import queries as q
-from .accounting import AmountTable, NamespaceOwners, customer_usage, namespace_of
+from ..errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
+from ..report import UsageReport, build_report
+from ..settings import KubernetesSettings, Settings
+from ..sources.kube.discovery import discover_customers
+from ..sources.prometheus import PrometheusClient
+from ..times import BadTime, parse_rfc3339
+from . import plan as q
 from .checks import MeterCheck, check_attribution, check_pipelines
-from .discovery import discover_customers
-from .errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
-from .prometheus import PrometheusClient
-from .report import UsageReport, build_report
-from .series_metering import meter_amounts
-from .settings import KubernetesSettings, Settings
-from .times import BadTime, parse_rfc3339
+from .fold import meter_amounts
+from .rules import NamespaceOwners, customer_usage, namespace_of
+from .tables import AmountTable
 
 CPU = "cpu_hours"
 # prometheus.meters_at_once = "auto": one meter at a time until discovery has counted the labeled

@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from . import meters
-from .settings import CustomMeter, MeteringSettings
+from .. import meters
+from ..settings import CustomMeter, MeteringSettings
 
 Kind = Literal["counter", "gauge"]
 

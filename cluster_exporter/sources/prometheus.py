@@ -24,10 +24,10 @@ from typing import Any
 
 import aiohttp
 
+from ..errors import PrometheusError, clip
+from ..retry import GaveUp, Policy, Retryable, parse_retry_after, retry_async, retryable_status
+from ..settings import PrometheusSettings
 from .answer_stream import MalformedAnswer, stream_result_items
-from .errors import PrometheusError, clip
-from .retry import GaveUp, Policy, Retryable, parse_retry_after, retry_async, retryable_status
-from .settings import PrometheusSettings
 
 log = logging.getLogger(__name__)
 

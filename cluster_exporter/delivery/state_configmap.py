@@ -26,8 +26,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import kube_api
-from .errors import KubernetesConflict, KubernetesError, KubernetesNotFound, KubernetesRefused
+from ..errors import KubernetesConflict, KubernetesError, KubernetesNotFound, KubernetesRefused
+from ..sources.kube import api as kube_api
 from .state import DeadLetter, State, StateConflictError, StateError, StateTooLargeError, parse_index
 
 log = logging.getLogger(__name__)

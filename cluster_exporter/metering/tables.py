@@ -1,0 +1,320 @@
+"""The memory-lean stores a window's fold writes into: a few dozen bytes a series, a few a namespace.
+
+``SeriesIndex`` holds per-series numbers by identity while the answers of one meter stream in;
+``UnitTotals`` turns per-series usage into per-namespace amounts with copies and views merged;
+``RawUnits`` holds one raw fetch's samples per unit until they are merged; ``AmountTable`` holds
+the window's amounts per namespace and meter, by column; ``Names`` keeps one string per namespace
+however many series and meters name it. Flat arrays and bucketed sorts keep 100,000 namespaces
+within the exporter's 128 MiB.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+from .plan import Meter, Window
+from .rules import RawSeries, Samples, UnitKey, _copy_key, merged_usage, namespace_of, unit_key, view_rank
+
+
+def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
+    """128 bits identifying a label set, as two 64-bit halves: the hashes of the sorted labels
+    forwards and backwards (stored in arrays, matched on both)."""
+    return hash(items), hash(items[::-1])
+
+
+def series_id(labels: Mapping[str, str]) -> tuple[int, int]:
+    """The identity of one series (``__name__`` aside), to match it across answers without
+    keeping its labels."""
+    if "__name__" in labels:
+        labels = {k: v for k, v in labels.items() if k != "__name__"}
+    return _id(tuple(sorted(labels.items())))
+
+
+def _rows_by(keys: array[int]) -> array[int]:
+    """Row numbers sorted by 64-bit ``keys``, as an array.
+
+    Rows are first dealt into buckets by their key's top bits (a few thousand rows each), then
+    each bucket is sorted as ints packing key and row together. Sorting all rows at once with a
+    key function would hold a list of rows and a list of keys, about 70 bytes a row (14 MB at
+    200,000 series); this holds 16 bytes a row and one bucket.
+    """
+    n = len(keys)
+    bits = max(1, n.bit_length())
+    mask = (1 << bits) - 1
+    shift = 64 - (n // 4096).bit_length()
+    buckets = [array("q") for _ in range(1 << (64 - shift))]
+    for row, key in enumerate(keys):
+        buckets[(key + 2**63) >> shift].append(row)
+    buckets.reverse()
+    order = array("q")
+    while buckets:
+        bucket = buckets.pop()  # lowest keys first; each bucket is dropped once sorted
+        packed = sorted(((keys[row] + 2**63) << bits) | row for row in bucket)
+        order.extend(p & mask for p in packed)
+    return order
+
+
+def _unique_order(hi: array[int], lo: array[int]) -> array[int]:
+    """Row numbers sorted by ``hi``, without the rows whose (hi, lo) occurs more than once."""
+    order = _rows_by(hi)
+    n = len(order)
+    if all(hi[order[k]] != hi[order[k - 1]] for k in range(1, n)):
+        return order  # no two rows share a 64-bit half: the usual case
+
+    def twice(k: int) -> bool:  # another row among equal hi has the same lo
+        i, j = order[k], k - 1
+        while j >= 0 and hi[order[j]] == hi[i]:
+            if lo[order[j]] == lo[i]:
+                return True
+            j -= 1
+        j = k + 1
+        while j < n and hi[order[j]] == hi[i]:
+            if lo[order[j]] == lo[i]:
+                return True
+            j += 1
+        return False
+
+    return array("q", (order[k] for k in range(n) if not twice(k)))
+
+
+class SeriesIndex:
+    """Per-series numbers by series identity, in flat arrays: a few dozen bytes a series.
+
+    Filled while an answer streams in (``put``), then sorted (``freeze``); ``take`` hands a
+    series' numbers out once, and ``left`` counts the series never taken. An identity stored
+    twice (two series of one answer colliding in 128 bits: never seen) is dropped, so those
+    series are metered from raw samples.
+    """
+
+    def __init__(self, width: int) -> None:
+        self._width = width
+        self._hi, self._lo = array("q"), array("q")
+        self._values = [array("d") for _ in range(width)]
+        self._taken = bytearray()
+
+    def put(self, key: tuple[int, int], values: Sequence[float] | None) -> None:
+        """Store a series' numbers (None: the series is there but nothing could be decided)."""
+        self._hi.append(key[0])
+        self._lo.append(key[1])
+        for column, value in zip(self._values, values or (math.nan,) * self._width, strict=True):
+            column.append(value)
+
+    def freeze(self) -> None:
+        """Sort by identity and drop identities stored twice, one column rebuilt at a time (the
+        sort costs the order and one column on top of the index)."""
+        order = _unique_order(self._hi, self._lo)
+        self._hi = array("q", map(self._hi.__getitem__, order))
+        self._lo = array("q", map(self._lo.__getitem__, order))
+        for c, column in enumerate(self._values):  # each old column is freed before the next is built
+            self._values[c] = array("d", map(column.__getitem__, order))
+        self._taken = bytearray(len(order))
+
+    def take(self, key: tuple[int, int]) -> list[float] | None:
+        """The numbers stored for ``key``; None if absent, undecided, or already taken."""
+        hi, lo = self._hi, self._lo
+        i = bisect.bisect_left(hi, key[0])
+        while i < len(hi) and hi[i] == key[0]:
+            if lo[i] == key[1] and not self._taken[i]:
+                self._taken[i] = 1
+                values = [column[i] for column in self._values]
+                return None if math.isnan(values[0]) else values
+            i += 1
+        return None
+
+    def left(self) -> int:
+        """How many stored series were never taken."""
+        return len(self._taken) - sum(self._taken)
+
+
+class UnitTotals:
+    """Per-series usage in, per-namespace amounts out, with copies and views merged.
+
+    The series here are regular: alive across the whole window. Series of one unit and view
+    alive together are copies of one measured thing and count once (their max); where
+    ``meter.prefer`` is set, a unit counts its first preferred view only (network: pod-level
+    series, else the pause container's). A unit with any series that could not be metered here
+    (``irregular``) is left out entirely and listed in ``irregular_units``, for its raw samples.
+    A series costs a few dozen bytes: ids and usage in flat arrays (unit id and view rank too,
+    for meters with views), and its namespace as a reference to one shared string (``intern``,
+    e.g. AmountTable.intern).
+    """
+
+    def __init__(self, meter: Meter, intern: Callable[[str], str] | None = None) -> None:
+        self.meter = meter
+        names: dict[str, str] = {}
+        self._intern = intern or (lambda name: names.setdefault(name, name))
+        self._views = meter.prefer is not None and meter.unit is not None  # else unit = copy, rank 0
+        self._copy_hi, self._copy_lo, self._unit = array("q"), array("q"), array("q")
+        self._rank = array("b")
+        self._usage = array("d")
+        self._namespace: list[str] = []
+        self.irregular_units: dict[int, tuple[tuple[str, str], ...]] = {}
+        self.copies = 0  # series merged into another as a copy of the same thing (add_to counts them)
+
+    def _ids(self, labels: Mapping[str, str]) -> tuple[tuple[int, int], int, int]:
+        """(copy id, unit id, rank of the view) of a series."""
+        meter = self.meter
+        copy_id = _id(_copy_key(meter, labels))
+        if not self._views:
+            return copy_id, copy_id[0], 0
+        return copy_id, hash(unit_key(meter, labels)), view_rank(meter, labels)
+
+    def add(self, labels: Mapping[str, str], usage: float) -> None:
+        """One series' usage."""
+        (hi, lo), unit_id, rank = self._ids(labels)
+        self._copy_hi.append(hi)
+        self._copy_lo.append(lo)
+        if self._views:
+            self._unit.append(unit_id)
+            self._rank.append(rank)
+        self._usage.append(usage)
+        self._namespace.append(self._intern(namespace_of(self.meter, labels)))
+
+    def irregular(self, labels: Mapping[str, str]) -> None:
+        """A series that must be metered from its raw samples, with everything of its unit."""
+        self.irregular_units[self._ids(labels)[1]] = unit_key(self.meter, labels)
+
+    def amounts(self) -> dict[str, float]:
+        """{namespace: amount} over the units with no irregular series."""
+        out: dict[str, float] = {}
+        self.add_to(lambda namespace, amount: out.__setitem__(namespace, out.get(namespace, 0.0) + amount))
+        return out
+
+    def add_to(self, add: Callable[[str, float], None]) -> None:
+        """``add(namespace, usage)`` for every counted series of the units with no irregular
+        series (the caller sums), building no per-namespace table of its own."""
+        hi, lo, usage = self._copy_hi, self._copy_lo, self._usage
+        units, ranks = (self._unit, self._rank) if self._views else (hi, None)
+        order = _rows_by(hi)  # copies are adjacent (equal hi)
+        copies = array("q")  # one row per copy, holding the max usage of its duplicates
+        group: dict[int, int] = {}  # lo -> row, among the rows of the current hi
+        for i in order:
+            if copies and hi[copies[-1]] != hi[i]:
+                group = {}
+            row = group.get(lo[i])
+            if row is not None:
+                usage[row] = max(usage[row], usage[i])
+                self.copies += 1
+                continue
+            group[lo[i]] = i
+            copies.append(i)
+        del order
+        best_rank: dict[int, int] = {}  # unit -> its preferred view present (only views have ranks)
+        if ranks is not None:
+            for i in copies:
+                unit, rank = units[i], ranks[i]
+                if rank < best_rank.get(unit, rank + 1):
+                    best_rank[unit] = rank
+        for i in copies:
+            unit = units[i]
+            if unit not in self.irregular_units and (ranks is None or best_rank[unit] == ranks[i]):
+                add(self._namespace[i], usage[i])
+
+
+def _overlapping(series: Sequence[Samples]) -> int:
+    """How many of ``series`` begin before an earlier-starting one has ended (copies, not lives)."""
+    spans = sorted((s[0][0], s[-1][0]) for s in series if s)
+    count, last_end = 0, -math.inf
+    for first, last in spans:
+        count += first < last_end
+        last_end = max(last_end, last)
+    return count
+
+
+class RawUnits:
+    """Irregular units metered from their raw samples: each series is kept (as a flat array of
+    times and values, 16 bytes a sample) under its unit and view while one raw fetch streams in;
+    ``flush`` then merges each unit's preferred view in time (``merged_usage``) and hands out
+    ``(namespace, usage)`` per unit. A fetch's matchers may select other combinations of label
+    values than the units asked for: those series are ignored."""
+
+    def __init__(self, meter: Meter, units: set[UnitKey], w: Window) -> None:
+        self.meter, self.w = meter, w
+        self._wanted = units
+        self._series: dict[UnitKey, dict[int, list[array[float]]]] = {}
+        self.found: set[UnitKey] = set()
+        self.copies = 0  # series alive at the same time as another of their unit and view
+
+    def add(self, labels: Mapping[str, str], samples: Samples) -> None:
+        """One raw series (a counter's already led by its value before, ``with_value_before``)."""
+        key = unit_key(self.meter, labels)
+        if key not in self._wanted:
+            return
+        self.found.add(key)
+        flat = array("d", (x for sample in samples for x in sample))
+        self._series.setdefault(key, {}).setdefault(view_rank(self.meter, labels), []).append(flat)
+
+    def flush(self, add: Callable[[str, float], None]) -> None:
+        """``add(namespace, usage)`` for every unit collected since the last flush, then forget them."""
+        meter = self.meter
+        for key, views in self._series.items():
+            series = [list(zip(flat[::2], flat[1::2], strict=True)) for flat in views[min(views)]]
+            self.copies += _overlapping(series)
+            add(namespace_of(meter, dict(key)), merged_usage(meter.kind, series, self.w))
+        self._series = {}
+
+
+def raw_amounts(meter: Meter, series: Iterable[RawSeries], units: set[UnitKey], w: Window) -> dict[str, float]:
+    """Per-namespace usage of the given units from raw samples, copies, lives and views merged."""
+    raw = RawUnits(meter, units, w)
+    for labels, samples in series:
+        raw.add(labels, samples)
+    out: dict[str, float] = {}
+    raw.flush(lambda namespace, amount: out.__setitem__(namespace, out.get(namespace, 0.0) + amount))
+    return out
+
+
+class AmountTable:
+    """Raw amounts per namespace and meter, stored by column: one array('d') per meter.
+
+    Each namespace gets a row number once; its amounts live at that index of every meter's
+    array, 8 bytes each. At 100,000 namespaces this is a few MiB, where a dict or an array per
+    namespace costs tens.
+    """
+
+    def __init__(self, meters: Sequence[str]) -> None:
+        self._index = {name: i for i, name in enumerate(meters)}
+        self._row: dict[str, int] = {}
+        self._names: list[str] = []
+        self._columns: list[array[float]] = [array("d") for _ in meters]
+
+    def add(self, meter: str, namespace: str, value: float) -> None:
+        """Add ``value`` to the namespace's amount of ``meter``."""
+        self._columns[self._index[meter]][self._row_of(namespace)] += value
+
+    def _row_of(self, namespace: str) -> int:
+        row = self._row.get(namespace)
+        if row is None:
+            row = self._row[namespace] = len(self._names)
+            self._names.append(namespace)
+            for column in self._columns:
+                column.append(0.0)
+        return row
+
+    def intern(self, namespace: str) -> str:
+        """The table's own string for ``namespace`` (its row made if needed): one string per
+        namespace however many series and meters refer to it."""
+        return self._names[self._row_of(namespace)]
+
+    def columns(self) -> dict[str, Mapping[str, float]]:
+        """{meter: {namespace: amount}} as views over the columns (nothing is copied)."""
+        return {meter: _Column(self._row, self._columns[i]) for meter, i in self._index.items()}
+
+
+class _Column(Mapping[str, float]):
+    """One meter's amounts, read through AmountTable's row numbers."""
+
+    def __init__(self, rows: dict[str, int], column: array[float]) -> None:
+        self._rows, self._column = rows, column
+
+    def __getitem__(self, namespace: str) -> float:
+        return self._column[self._rows[namespace]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
