@@ -187,12 +187,19 @@ async def run_doctor(settings: Settings, window_end: datetime, now: datetime) ->
         return await diagnose(settings, window_end, now, prometheus)
 
 
+class _Each:
+    """A VectorSink handing each element of a doctor query's answer to a function."""
+
+    def __init__(self, sample: Callable[[dict[str, str], float], None]) -> None:
+        self.sample = sample
+
+
 async def _ask(
     d: Diagnosis, prometheus: PrometheusClient, query: q.Query, on_sample: Callable[[dict[str, str], float], None]
 ) -> bool:
     """Run one doctor query; a failure is recorded, not raised (the rest is still worth printing)."""
     try:
-        await prometheus.fold_vector(query.name, query.expr, query.at, on_sample)
+        await prometheus.stream_vector(query, _Each(on_sample))
     except ExporterError as exc:
         d.failed_queries.append(f"query {query.name} failed: {exc}")
         return False

@@ -33,6 +33,11 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def window_label(start: datetime, end: datetime) -> str:
+    """``2025-11-20T00:00:00Z..01:00:00Z``: a window in messages and logs."""
+    return f"{format_time(start)}..{end.astimezone(UTC):%H:%M:%SZ}"
+
+
 def report_id(cluster_id: str, window_start: datetime, window_end: datetime) -> str:
     """Stable id of one cluster's report for one window."""
     key = f"{cluster_id}|{format_time(window_start)}|{format_time(window_end)}"

@@ -235,7 +235,7 @@ async def test_meters_at_once_auto_measures_one_meter_at_a_time_on_large_cluster
     assert settings.prometheus.meters_at_once == "auto"
     running, most = 0, 0
 
-    async def fake_meter(prometheus: object, meter: q.Meter, w: q.Window, into: object) -> MeterResult:
+    async def fake_meter(prometheus: object, meter: q.Meter, w: q.Window, *into: object) -> MeterResult:
         nonlocal running, most
         running += 1
         most = max(most, running)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from ..errors import ExporterError, UsageError
 from ..observability.metrics import ExporterMetrics
 from ..progress import Progress
-from ..report import UsageReport, format_time
+from ..report import UsageReport, format_time, window_label
 from ..settings import Settings
 from .leader import Leadership
 from .sender import Deliverer
@@ -272,7 +272,7 @@ class Runner:
 
     async def _build(self, end: datetime, result: CycleResult) -> SpoolEntry | None:
         """Measure the window ending at ``end``; None when it cannot be (logged) or we must stop."""
-        label = f"{format_time(end - self.length)}..{end:%H:%M:%SZ}"
+        label = window_label(end - self.length, end)
         started = self.monotonic()
         building: asyncio.Task[UsageReport] = asyncio.ensure_future(self.build(end, self.clock()))
         stopping = asyncio.create_task(self.stop.wait())

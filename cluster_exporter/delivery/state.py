@@ -31,7 +31,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import ExporterError, UsageError
-from ..report import UsageReport, format_time
+from ..report import UsageReport, window_label
 from .sender import idempotency_key, split_report
 
 STATE_FORMAT = 1
@@ -343,4 +343,4 @@ class DirectoryStore:
 
 def entry_label(entry: SpoolEntry) -> str:
     """``2025-11-20T00:00:00Z..01:00:00Z`` for messages."""
-    return f"{format_time(entry.window_start)}..{entry.window_end.astimezone(UTC):%H:%M:%SZ}"
+    return window_label(entry.window_start, entry.window_end)

@@ -356,32 +356,71 @@ def boundary_query(meter: Meter, w: Window, side: Literal[0, 1]) -> Query:
     )
 
 
-def window_scan_queries(meter: Meter, w: Window) -> list[Query]:
-    """One value per series over the window: resets() of a counter over everything B(T0) and
-    B(T1) read, or a gauge's sum and count of samples in (T0, T1]. The last of them, which
-    decides each series, also answers for the units that have only other views."""
+@dataclass(frozen=True)
+class CounterPlan:
+    """A counter meter's queries for one window: the samples around each boundary, and the
+    window scan (resets per series) that decides which series those give exactly."""
+
+    boundary0: Query
+    boundary1: Query
+    resets: Query
+
+    def queries(self) -> list[Query]:
+        """Every query of the plan, in the order they are named here."""
+        return [self.boundary0, self.boundary1, self.resets]
+
+
+@dataclass(frozen=True)
+class GaugePlan:
+    """A gauge meter's queries for one window: the samples around each boundary, and the sum
+    and count of the samples inside it (the count decides which series those give exactly)."""
+
+    boundary0: Query
+    boundary1: Query
+    sum: Query
+    count: Query
+
+    def queries(self) -> list[Query]:
+        """Every query of the plan, in the order they are named here."""
+        return [self.boundary0, self.boundary1, self.sum, self.count]
+
+
+@dataclass(frozen=True)
+class TemplatePlan:
+    """A custom meter given as the operator's own PromQL: one query answering final amounts."""
+
+    query: Query
+
+    def queries(self) -> list[Query]:
+        """The one query."""
+        return [self.query]
+
+
+MeterPlan = CounterPlan | GaugePlan | TemplatePlan
+
+
+def meter_plan(meter: Meter, w: Window) -> MeterPlan:
+    """The queries of one meter (one shard of it) for one window, raw-sample fetches aside."""
+    if meter.template is not None:
+        expr = meter.template.format(
+            window=_d(w.length), window_start=_t(w.start), window_end=_t(w.end), namespace_label=meter.namespace_label
+        )
+        return TemplatePlan(Query(meter.name, expr, meter.name, "custom", w.end + w.max_gap))
+    b0, b1 = boundary_query(meter, w, 0), boundary_query(meter, w, 1)
     if meter.kind == "counter":
+        # resets() over everything B(T0) and B(T1) read; it also answers for units with other views only
         span = _scan_span(w)
-        return [
-            Query(
-                _name(meter, "resets"),
-                _with_other_views(meter, lambda sel: f"resets({sel}[{span}])"),
-                meter.name,
-                "resets",
-                w.end + w.search,
-            )
-        ]
+        resets = _with_other_views(meter, lambda sel: f"resets({sel}[{span}])")
+        return CounterPlan(b0, b1, Query(_name(meter, "resets"), resets, meter.name, "resets", w.end + w.search))
     inner = _d(w.length - 0.001)  # (T0, T1]
-    return [
-        Query(_name(meter, "sum"), f"sum_over_time({metered_selector(meter)}[{inner}])", meter.name, "sum", w.end),
-        Query(
-            _name(meter, "count"),
-            _with_other_views(meter, lambda sel: f"count_over_time({sel}[{inner}])"),
-            meter.name,
-            "count",
-            w.end,
-        ),
-    ]
+    total = f"sum_over_time({metered_selector(meter)}[{inner}])"
+    count = _with_other_views(meter, lambda sel: f"count_over_time({sel}[{inner}])")
+    return GaugePlan(
+        b0,
+        b1,
+        Query(_name(meter, "sum"), total, meter.name, "sum", w.end),
+        Query(_name(meter, "count"), count, meter.name, "count", w.end),
+    )
 
 
 def _with_other_views(meter: Meter, scan: Callable[[str], str]) -> str:
@@ -400,13 +439,8 @@ def _with_other_views(meter: Meter, scan: Callable[[str], str]) -> str:
 
 
 def meter_queries(meter: Meter, w: Window) -> list[Query]:
-    """Every query of one meter (one shard of it) for one window, raw-sample fetches aside."""
-    if meter.template is not None:
-        expr = meter.template.format(
-            window=_d(w.length), window_start=_t(w.start), window_end=_t(w.end), namespace_label=meter.namespace_label
-        )
-        return [Query(meter.name, expr, meter.name, "custom", w.end + w.max_gap)]
-    return [boundary_query(meter, w, 0), boundary_query(meter, w, 1), *window_scan_queries(meter, w)]
+    """Every query of ``meter_plan`` as a list."""
+    return meter_plan(meter, w).queries()
 
 
 def raw_samples_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:

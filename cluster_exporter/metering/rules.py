@@ -149,25 +149,33 @@ def _even(samples: Samples, spacing: float) -> float:
     return 1.0 if spacing - shortest <= EVEN and longest - spacing <= EVEN else 0.0
 
 
-def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
-    """A gauge's piece at T0 from its samples around T0, or None (not alive across T0). Evenness
-    is read on the samples from the one before T0 on."""
-    i = _split(samples, w.start, w)
+def _interpolated(samples: Samples, at: float, w: Window) -> tuple[int, float, float, float, float, float] | None:
+    """(i, tb, vb, ta, va, value at ``at``): the samples around ``at`` (``_split``) and the line
+    between them, or None when the series is not alive across ``at``."""
+    i = _split(samples, at, w)
     if i is None:
         return None
     (tb, vb), (ta, va) = samples[i - 1], samples[i]
-    at_t0 = vb + (va - vb) * (w.start - tb) / (ta - tb)
+    return i, tb, vb, ta, va, vb + (va - vb) * (at - tb) / (ta - tb)
+
+
+def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
+    """A gauge's piece at T0 from its samples around T0, or None (not alive across T0). Evenness
+    is read on the samples from the one before T0 on."""
+    around = _interpolated(samples, w.start, w)
+    if around is None:
+        return None
+    i, tb, _, ta, va, at_t0 = around
     return ta, va, ta - tb, (ta - w.start) * (at_t0 + va) / 2, _even(samples[i - 1 :], ta - tb)
 
 
 def gauge_end(samples: Samples, w: Window) -> GaugeEnd | None:
     """A gauge's piece at T1 from its samples around T1, or None (not alive across T1). Evenness
     is read on the samples up to the one after T1."""
-    i = _split(samples, w.end, w)
-    if i is None:
+    around = _interpolated(samples, w.end, w)
+    if around is None:
         return None
-    (tb, vb), (ta, va) = samples[i - 1], samples[i]
-    at_t1 = vb + (va - vb) * (w.end - tb) / (ta - tb)
+    i, tb, vb, ta, _, at_t1 = around
     return tb, vb, (w.end - tb) * (vb + at_t1) / 2, ta - tb, _even(samples[: i + 1], ta - tb)
 
 

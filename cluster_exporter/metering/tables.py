@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from .plan import Meter, Window
 from .rules import RawSeries, Samples, UnitKey, _copy_key, merged_usage, namespace_of, unit_key, view_rank
@@ -138,21 +138,20 @@ class UnitTotals:
     series, else the pause container's). A unit with any series that could not be metered here
     (``irregular``) is left out entirely and listed in ``irregular_units``, for its raw samples.
     A series costs a few dozen bytes: ids and usage in flat arrays (unit id and view rank too,
-    for meters with views), and its namespace as a reference to one shared string (``intern``,
-    e.g. AmountTable.intern).
+    for meters with views), and its namespace as a reference to the window's one string for it
+    (``Names``).
     """
 
-    def __init__(self, meter: Meter, intern: Callable[[str], str] | None = None) -> None:
+    def __init__(self, meter: Meter, names: Names | None = None) -> None:
         self.meter = meter
-        names: dict[str, str] = {}
-        self._intern = intern or (lambda name: names.setdefault(name, name))
+        self._names = names or Names()
         self._views = meter.prefer is not None and meter.unit is not None  # else unit = copy, rank 0
         self._copy_hi, self._copy_lo, self._unit = array("q"), array("q"), array("q")
         self._rank = array("b")
         self._usage = array("d")
         self._namespace: list[str] = []
         self.irregular_units: dict[int, tuple[tuple[str, str], ...]] = {}
-        self.copies = 0  # series merged into another as a copy of the same thing (add_to counts them)
+        self.copies = 0  # series merged into another as a copy of the same thing (amounts() counts them)
 
     def _ids(self, labels: Mapping[str, str]) -> tuple[tuple[int, int], int, int]:
         """(copy id, unit id, rank of the view) of a series."""
@@ -171,21 +170,15 @@ class UnitTotals:
             self._unit.append(unit_id)
             self._rank.append(rank)
         self._usage.append(usage)
-        self._namespace.append(self._intern(namespace_of(self.meter, labels)))
+        self._namespace.append(self._names.get(namespace_of(self.meter, labels)))
 
     def irregular(self, labels: Mapping[str, str]) -> None:
         """A series that must be metered from its raw samples, with everything of its unit."""
         self.irregular_units[self._ids(labels)[1]] = unit_key(self.meter, labels)
 
-    def amounts(self) -> dict[str, float]:
-        """{namespace: amount} over the units with no irregular series."""
-        out: dict[str, float] = {}
-        self.add_to(lambda namespace, amount: out.__setitem__(namespace, out.get(namespace, 0.0) + amount))
-        return out
-
-    def add_to(self, add: Callable[[str, float], None]) -> None:
-        """``add(namespace, usage)`` for every counted series of the units with no irregular
-        series (the caller sums), building no per-namespace table of its own."""
+    def amounts(self) -> Iterator[tuple[str, float]]:
+        """(namespace, usage) for every counted series of the units with no irregular series
+        (the caller sums), building no per-namespace table of its own."""
         hi, lo, usage = self._copy_hi, self._copy_lo, self._usage
         units, ranks = (self._unit, self._rank) if self._views else (hi, None)
         order = _rows_by(hi)  # copies are adjacent (equal hi)
@@ -211,7 +204,7 @@ class UnitTotals:
         for i in copies:
             unit = units[i]
             if unit not in self.irregular_units and (ranks is None or best_rank[unit] == ranks[i]):
-                add(self._namespace[i], usage[i])
+                yield self._namespace[i], usage[i]
 
 
 def _overlapping(series: Sequence[Samples]) -> int:
@@ -247,14 +240,14 @@ class RawUnits:
         flat = array("d", (x for sample in samples for x in sample))
         self._series.setdefault(key, {}).setdefault(view_rank(self.meter, labels), []).append(flat)
 
-    def flush(self, add: Callable[[str, float], None]) -> None:
-        """``add(namespace, usage)`` for every unit collected since the last flush, then forget them."""
-        meter = self.meter
-        for key, views in self._series.items():
+    def take(self) -> Iterator[tuple[str, float]]:
+        """(namespace, usage) for every unit collected since the last take; they are forgotten."""
+        meter, collected = self.meter, self._series
+        self._series = {}
+        for key, views in collected.items():
             series = [list(zip(flat[::2], flat[1::2], strict=True)) for flat in views[min(views)]]
             self.copies += _overlapping(series)
-            add(namespace_of(meter, dict(key)), merged_usage(meter.kind, series, self.w))
-        self._series = {}
+            yield namespace_of(meter, dict(key)), merged_usage(meter.kind, series, self.w)
 
 
 def raw_amounts(meter: Meter, series: Iterable[RawSeries], units: set[UnitKey], w: Window) -> dict[str, float]:
@@ -263,55 +256,74 @@ def raw_amounts(meter: Meter, series: Iterable[RawSeries], units: set[UnitKey], 
     for labels, samples in series:
         raw.add(labels, samples)
     out: dict[str, float] = {}
-    raw.flush(lambda namespace, amount: out.__setitem__(namespace, out.get(namespace, 0.0) + amount))
+    for namespace, amount in raw.take():
+        out[namespace] = out.get(namespace, 0.0) + amount
     return out
+
+
+class Names:
+    """The window's one string per namespace, and its row number in the AmountTable.
+
+    Every series and every meter that names a namespace refers to this one string: at 100,000
+    namespaces and a dozen series each, a copy per series would cost tens of MiB.
+    """
+
+    def __init__(self) -> None:
+        self._row: dict[str, int] = {}
+        self._names: list[str] = []
+
+    def get(self, name: str) -> str:
+        """The pool's own string for ``name`` (added if new)."""
+        return self._names[self.row(name)]
+
+    def row(self, name: str) -> int:
+        """``name``'s row number (added if new)."""
+        row = self._row.get(name)
+        if row is None:
+            row = self._row[name] = len(self._names)
+            self._names.append(name)
+        return row
+
+    def rows(self) -> Mapping[str, int]:
+        """{name: row} of every name in the pool."""
+        return self._row
 
 
 class AmountTable:
     """Raw amounts per namespace and meter, stored by column: one array('d') per meter.
 
-    Each namespace gets a row number once; its amounts live at that index of every meter's
-    array, 8 bytes each. At 100,000 namespaces this is a few MiB, where a dict or an array per
-    namespace costs tens.
+    Each namespace gets a row number once (``Names``); its amounts live at that index of every
+    meter's array, 8 bytes each. At 100,000 namespaces this is a few MiB, where a dict or an
+    array per namespace costs tens.
     """
 
-    def __init__(self, meters: Sequence[str]) -> None:
+    def __init__(self, meters: Sequence[str], names: Names) -> None:
         self._index = {name: i for i, name in enumerate(meters)}
-        self._row: dict[str, int] = {}
-        self._names: list[str] = []
+        self._names = names
         self._columns: list[array[float]] = [array("d") for _ in meters]
 
     def add(self, meter: str, namespace: str, value: float) -> None:
         """Add ``value`` to the namespace's amount of ``meter``."""
-        self._columns[self._index[meter]][self._row_of(namespace)] += value
-
-    def _row_of(self, namespace: str) -> int:
-        row = self._row.get(namespace)
-        if row is None:
-            row = self._row[namespace] = len(self._names)
-            self._names.append(namespace)
-            for column in self._columns:
-                column.append(0.0)
-        return row
-
-    def intern(self, namespace: str) -> str:
-        """The table's own string for ``namespace`` (its row made if needed): one string per
-        namespace however many series and meters refer to it."""
-        return self._names[self._row_of(namespace)]
+        column, row = self._columns[self._index[meter]], self._names.row(namespace)
+        if row >= len(column):
+            column.extend(array("d", bytes(8 * (row + 1 - len(column)))))
+        column[row] += value
 
     def columns(self) -> dict[str, Mapping[str, float]]:
         """{meter: {namespace: amount}} as views over the columns (nothing is copied)."""
-        return {meter: _Column(self._row, self._columns[i]) for meter, i in self._index.items()}
+        rows = self._names.rows()
+        return {meter: _Column(rows, self._columns[i]) for meter, i in self._index.items()}
 
 
 class _Column(Mapping[str, float]):
     """One meter's amounts, read through AmountTable's row numbers."""
 
-    def __init__(self, rows: dict[str, int], column: array[float]) -> None:
+    def __init__(self, rows: Mapping[str, int], column: array[float]) -> None:
         self._rows, self._column = rows, column
 
     def __getitem__(self, namespace: str) -> float:
-        return self._column[self._rows[namespace]]
+        row = self._rows[namespace]
+        return self._column[row] if row < len(self._column) else 0.0  # named, never added to here
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rows)

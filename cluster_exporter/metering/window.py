@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
-from ..report import UsageReport, build_report
+from ..report import UsageReport, build_report, format_time, window_label
 from ..settings import KubernetesSettings, Settings
 from ..sources.kube.discovery import discover_customers
 from ..sources.prometheus import PrometheusClient
@@ -21,7 +21,7 @@ from . import plan as q
 from .checks import MeterCheck, check_attribution, check_pipelines
 from .fold import meter_amounts
 from .rules import NamespaceOwners, customer_usage, namespace_of
-from .tables import AmountTable
+from .tables import AmountTable, Names
 
 CPU = "cpu_hours"
 # prometheus.meters_at_once = "auto": one meter at a time until discovery has counted the labeled
@@ -53,11 +53,11 @@ def window_bounds(window_end: datetime, length: timedelta) -> tuple[datetime, da
 def check_ready(window_end: datetime, now: datetime, settle: timedelta) -> None:
     """Refuse windows that have not ended, or ended too recently for their last scrapes."""
     if window_end > now:
-        raise WindowNotReadyError(f"window ends at {window_end:%Y-%m-%dT%H:%M:%SZ}, in the future")
+        raise WindowNotReadyError(f"window ends at {format_time(window_end)}, in the future")
     if now < window_end + settle:
         raise WindowNotReadyError(
-            f"window ended at {window_end:%Y-%m-%dT%H:%M:%SZ}; wait until "
-            f"{window_end + settle:%Y-%m-%dT%H:%M:%SZ} (settle delay {settle}) for its last scrapes"
+            f"window ended at {format_time(window_end)}; wait until "
+            f"{format_time(window_end + settle)} (settle delay {settle}) for its last scrapes"
         )
 
 
@@ -96,77 +96,52 @@ async def measure_window(
     check_ready(end, now, m.effective_settle_delay)
     w = make_window(settings, start, end)
     meters = all_meters(settings)
-    by_meter = {meter.name: meter for meter in meters}
     # Each answer is folded into these while it is parsed: a window holds one row of amounts per
     # namespace, and per-series numbers only for the meters being measured at the moment.
-    amounts = AmountTable([meter.name for meter in meters])
-    historical: dict[str, str] = {}
-    ksm_label = q.ksm_label_name(settings.kubernetes.customer_label)
-    at_once = settings.prometheus.meters_at_once
-    meters_at_once = asyncio.Semaphore(1 if at_once == "auto" else at_once)
-
-    async def fold(query: q.Query) -> None:
-        if query.role == "namespaces":
-
-            def on_sample(labels: dict[str, str], value: float) -> None:
-                namespace = labels.get("exported_namespace") or labels.get("namespace")
-                if namespace:
-                    historical[namespace] = labels.get(ksm_label, "")
-
-        else:  # a custom meter's own PromQL: final amounts per namespace ("" when it has none)
-            meter = by_meter[query.meter]
-            check = checks[meter.name]
-
-            def on_sample(labels: dict[str, str], value: float) -> None:
-                namespace = namespace_of(meter, labels)
-                check.series += 1
-                if not namespace:
-                    check.unattributed_series += 1
-                    check.labels_found.update(labels)
-                amounts.add(query.meter, namespace, value)
-
-        await prometheus.fold_vector(query.name, query.expr, query.at, on_sample)
-
-    # per meter: what its answers showed of the data (all shards together)
-    checks = {meter.name: MeterCheck(meter.name, meter.namespace_labels) for meter in meters}
+    names = Names()
+    table = AmountTable([meter.name for meter in meters], names)
+    checks = {meter.name: MeterCheck(meter.name, meter.namespace_labels) for meter in meters}  # all shards
     after_end: dict[str, int] = {meter.name: 0 for meter in meters}  # series with a sample after the end
+    owners = _Owners(q.ksm_label_name(settings.kubernetes.customer_label))
+    gate = _MeterGate(settings.prometheus.meters_at_once)
+    max_query_length = settings.prometheus.max_query_length
 
     async def measure(meter: q.Meter) -> None:
-        async with meters_at_once:
-            result = await meter_amounts(prometheus, meter, w, amounts)
+        async with gate:
+            result = await meter_amounts(prometheus, meter, w, table, names, max_query_length)
         checks[meter.name].merge(result.check)
         after_end[meter.name] += result.after_end
 
     async def discover_live() -> dict[str, str]:
-        # keyed by the table's own namespace strings: one string per namespace in the window
         live = await discover(settings.kubernetes)
-        if at_once == "auto" and len(live) <= LARGE_CLUSTER:
-            for _ in range(AUTO_METERS_AT_ONCE - 1):
-                meters_at_once.release()  # small enough for more meters at once
-        return {amounts.intern(namespace): customer for namespace, customer in live.items()}
+        gate.size_for(len(live))
+        return {names.get(namespace): customer for namespace, customer in live.items()}
 
     listed: dict[str, str] | None = None
     if settings.prometheus.query_split > 1:  # shards are cut along the namespace names in use
         listed = await discover_live()
     patterns = q.namespace_shards(list(listed or ()), settings.prometheus.query_split)
     shards = [shard for meter in meters for shard in q.shard_meters(meter, patterns)]
-    owners_query = q.namespace_owners(settings.kubernetes.customer_label, w) if m.namespace_labels_metric else None
-    templates = [query for shard in shards if shard.template is not None for query in q.meter_queries(shard, w)]
-    everything = [*templates, *([owners_query] if owners_query is not None else [])]
     try:
         async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
             live_task = group.create_task(discover_live()) if listed is None else None
-            for query in everything:
-                group.create_task(fold(query))
+            if m.namespace_labels_metric:
+                group.create_task(
+                    prometheus.stream_vector(q.namespace_owners(settings.kubernetes.customer_label, w), owners)
+                )
             for shard in shards:
-                if shard.template is None:
+                plan = q.meter_plan(shard, w)
+                if isinstance(plan, q.TemplatePlan):
+                    answer = _TemplateAnswer(shard, table, checks[shard.name])
+                    group.create_task(prometheus.stream_vector(plan.query, answer))
+                else:
                     group.create_task(measure(shard))
     except BaseExceptionGroup as failures:
         raise _first_exporter_error(failures) from None
     live = live_task.result() if live_task is not None else listed
     assert live is not None
 
-    columns = amounts.columns()
+    columns = table.columns()
     for meter in meters:
         column, check = columns[meter.name], checks[meter.name]
         check.unattributed_amount = max(column.get("", 0.0), 0.0) / meter.scale
@@ -178,7 +153,7 @@ async def measure_window(
     # What the meters' own answers say about the data: CPU series are the pulse of a cluster.
     if not series[CPU]:
         raise NoDataError(
-            f"Prometheus has no container samples in {start:%Y-%m-%dT%H:%M:%SZ}..{end:%H:%M:%SZ}: "
+            f"Prometheus has no container samples in {window_label(start, end)}: "
             "scraping is broken or the data is not in yet; refusing to report idle customers"
         )
     if not after_end[CPU]:
@@ -202,8 +177,66 @@ async def measure_window(
         m.min_attributed_share,
     )
     check_pipelines(columns, live)
-    owners = NamespaceOwners(live=live, historical=historical)
-    return build_report(settings.cluster_id, start, end, customer_usage(meters, amounts.columns(), owners))
+    return build_report(
+        settings.cluster_id,
+        start,
+        end,
+        customer_usage(meters, columns, NamespaceOwners(live=live, historical=owners.historical)),
+    )
+
+
+class _MeterGate:
+    """How many meters are measured at once (prometheus.meters_at_once): a number, or "auto":
+    one at a time until discovery has counted the labeled namespaces (``size_for``), then
+    AUTO_METERS_AT_ONCE unless there are more than LARGE_CLUSTER."""
+
+    def __init__(self, at_once: int | str) -> None:
+        self._auto = at_once == "auto"
+        self._semaphore = asyncio.Semaphore(1 if isinstance(at_once, str) else at_once)
+
+    def size_for(self, namespaces: int) -> None:
+        """Discovery's count is in: open up to AUTO_METERS_AT_ONCE meters if the cluster is small enough."""
+        if self._auto and namespaces <= LARGE_CLUSTER:
+            self._auto = False
+            for _ in range(AUTO_METERS_AT_ONCE - 1):
+                self._semaphore.release()
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
+
+
+class _Owners:
+    """kube-state-metrics' record of each namespace's customer label during the window (a
+    VectorSink): kube-state-metrics' own namespace label arrives as exported_namespace where its
+    job does not honor labels."""
+
+    def __init__(self, ksm_label: str) -> None:
+        self.ksm_label = ksm_label
+        self.historical: dict[str, str] = {}
+
+    def sample(self, labels: dict[str, str], value: float) -> None:
+        namespace = labels.get("exported_namespace") or labels.get("namespace")
+        if namespace:
+            self.historical[namespace] = labels.get(self.ksm_label, "")
+
+
+class _TemplateAnswer:
+    """A custom meter's own PromQL (a VectorSink): final amounts per namespace, "" when a row
+    has none of the meter's namespace labels."""
+
+    def __init__(self, meter: q.Meter, table: AmountTable, check: MeterCheck) -> None:
+        self.meter, self.table, self.check = meter, table, check
+
+    def sample(self, labels: dict[str, str], value: float) -> None:
+        namespace = namespace_of(self.meter, labels)
+        self.check.series += 1
+        if not namespace:
+            self.check.unattributed_series += 1
+            self.check.labels_found.update(labels)
+        self.table.add(self.meter.name, namespace, value)
 
 
 def _first_exporter_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,5 +1,10 @@
 """Async PromQL over HTTP: bounded concurrency, timeouts, retries, strict answers.
 
+An answer is streamed, item by item as its body arrives, into a sink: a ``MatrixSink`` takes each
+series of a matrix answer, a ``VectorSink`` each element of a vector answer. The client knows
+nothing of what the sinks do with them (metering's fold implements them); nothing of an answer is
+kept here.
+
 Every failure becomes a ``PrometheusError`` naming the query: an unreachable server, an HTTP
 error, a body that is not the API's JSON, a result of the wrong type, a warning (Thanos and
 Mimir warn on partial answers), or a NaN/Inf value. Only 5xx, 429, timeouts and connection errors
@@ -20,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -32,6 +37,47 @@ from .answer_stream import MalformedAnswer, stream_result_items
 log = logging.getLogger(__name__)
 
 OnQuery = Callable[[str, float, bool], None]  # (query name, seconds, ok)
+
+
+class NamedQuery(Protocol):
+    """What the client needs of a query: its name (for errors and metrics), PromQL and time."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def expr(self) -> str: ...
+    @property
+    def at(self) -> float: ...
+
+
+class MatrixSink(Protocol):
+    """Where a matrix answer goes: each series' labels and its (time, value) samples, in order."""
+
+    def series(self, labels: dict[str, str], samples: list[tuple[float, float]]) -> None: ...
+
+
+class VectorSink(Protocol):
+    """Where a vector answer goes: each element's labels and its finite value."""
+
+    def sample(self, labels: dict[str, str], value: float) -> None: ...
+
+
+class _Collect:
+    """A VectorSink that keeps the answer (small answers only: ``PrometheusClient.vector``)."""
+
+    def __init__(self) -> None:
+        self.samples: list[Sample] = []
+
+    def sample(self, labels: dict[str, str], value: float) -> None:
+        self.samples.append(Sample(labels, value))
+
+
+@dataclass(frozen=True)
+class _Query:
+    name: str
+    expr: str
+    at: float
+
 
 # 0.5 s, 1 s, 2 s ... up to 10 s with jitter; a Retry-After up to 60 s. The number of attempts is
 # the setting prometheus.attempts.
@@ -97,47 +143,44 @@ class PrometheusClient:
             await self._session.close()
 
     async def vector(self, name: str, expr: str, at: float) -> list[Sample]:
-        """Evaluate an instant query that must answer a vector of finite values."""
-        out: list[Sample] = []
-        await self.fold_vector(name, expr, at, lambda labels, value: out.append(Sample(labels, value)))
-        return out
+        """Evaluate an instant query that must answer a vector of finite values (kept whole:
+        for small answers)."""
+        collect = _Collect()
+        await self.stream_vector(_Query(name, expr, at), collect)
+        return collect.samples
 
-    async def fold_matrix(
-        self,
-        name: str,
-        expr: str,
-        at: float,
-        on_series: Callable[[dict[str, str], list[tuple[float, float]]], None],
-    ) -> int:
-        """Evaluate a range-vector selector, handing each series' samples to ``on_series`` while
-        the body arrives (as fold_vector). Returns the number of series."""
+    async def stream_matrix(self, query: NamedQuery, into: MatrixSink) -> int:
+        """Evaluate a range-vector selector, streaming each series into ``into`` while the body
+        arrives (as stream_vector). Returns the number of series."""
+        name = query.name
+        series = into.series
 
         def on_item(item: Any) -> None:
             values = item.get("values") if isinstance(item, dict) else None
             if not isinstance(values, list):
                 raise PrometheusError(f"query {name}: malformed matrix element")
-            on_series(_labels(name, item), _samples(name, values))
+            series(_labels(name, item), _samples(name, values))
 
-        return await self._fold(name, expr, at, "matrix", on_item)
+        return await self._fold(name, query.expr, query.at, "matrix", on_item)
 
-    async def fold_vector(
-        self, name: str, expr: str, at: float, on_sample: Callable[[dict[str, str], float], None]
-    ) -> int:
-        """Evaluate an instant query, handing each sample to ``on_sample`` while the body arrives.
+    async def stream_vector(self, query: NamedQuery, into: VectorSink) -> int:
+        """Evaluate an instant query, streaming each element into ``into`` while the body arrives.
 
         Nothing of the answer is kept: one network chunk and one sample at a time (a
         100,000-row vector never exists whole, as text or as objects). On any error the caller's
         window fails as a whole, so samples already handed over do not matter; an answer cut off
         after samples were handed over is not retried. Returns the number of samples.
         """
+        name = query.name
+        sample = into.sample
 
         def on_item(item: Any) -> None:
             # a sample is {"metric": {labels}, "value": [t, "v"]}; a label set holds only strings
             if not isinstance(item, dict) or not isinstance(item.get("value"), list):
                 raise PrometheusError(f"query {name}: malformed vector element")
-            on_sample(_labels(name, item), _finite(name, _pair(name, item["value"])[1]))
+            sample(_labels(name, item), _finite(name, _pair(name, item["value"])[1]))
 
-        return await self._fold(name, expr, at, "vector", on_item)
+        return await self._fold(name, query.expr, query.at, "vector", on_item)
 
     async def _fold(self, name: str, expr: str, at: float, result_type: str, on_item: Callable[[Any], None]) -> int:
         """Stream the answer's result items through ``on_item``; check its type; count them."""
