@@ -150,6 +150,26 @@ class PrometheusSettings(_Group):
         description="Longest PromQL expression sent, in bytes: raw-sample fetches of irregular series are split "
         "to fit (VictoriaMetrics refuses queries over -search.maxQueryLen, 16384 by default).",
     )
+    max_item_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="Largest single element of an answer (one series with its samples, or the envelope around the "
+        "result list), in bytes: what the exporter holds of an answer at once. A series of 24 hours of 1s samples "
+        "is about 3 MB; a larger element fails the window.",
+    )
+    max_answer_bytes: int = Field(
+        1024**3,
+        ge=1024 * 1024,
+        description="Largest answer read, in bytes, counted as it streams in (a boundary answer at 100,000 "
+        "namespaces is about 100 MB); a larger one fails the window instead of being read forever.",
+    )
+    max_window_bytes: int = Field(
+        8 * 1024**3,
+        ge=1024 * 1024,
+        description="Largest total of every answer of one window, in bytes (a window at 10,000 namespaces reads "
+        "about 150 MB); past it the window fails.",
+    )
 
 
 class KubernetesSettings(_Group):

@@ -408,3 +408,26 @@ def test_namespace_shards_of_names_with_nothing_to_split_on() -> None:
     assert namespace_shards(["aaa"] * 5, 4) == []
     assert namespace_shards([], 4) == []
     assert namespace_shards(["a", "b"], 1) == []
+
+
+def test_raw_fetches_stay_within_the_query_length_whatever_the_label_values() -> None:
+    """Long label values (and a long selector) never make a raw fetch longer than
+    prometheus.max_query_length: runs are split, and a unit too long alone is selected by fewer
+    labels (a superset of its series, which the fold ignores); if not even one label fits, the
+    window fails naming the setting."""
+    from cluster_exporter.errors import LayoutError
+    from cluster_exporter.metering.plan import raw_fetches, raw_lookback_query, raw_samples_query
+
+    meter = Meter("cpu_hours", "counter", 'container_cpu_usage_seconds_total{container!="",' + 'x="y",' * 60 + 'z=""}')
+    long_pod = "p" * 3000
+    units = [(("namespace", f"ns-{i}"), ("pod", long_pod + str(i) if i % 7 == 0 else f"pod-{i}")) for i in range(300)]
+    fetches = raw_fetches(meter, W, units, 2048, 1000)
+    assert [u for run, _ in fetches for u in run] == units, "every unit fetched, once, in order"
+    for run, matchers in fetches:
+        for query in (raw_samples_query(meter, W, matchers), raw_lookback_query(meter, W, matchers)):
+            assert len(query.expr) <= 2048
+        if len(run) == 1 and "pod" not in matchers:  # narrowed: still selects its namespace
+            assert matchers == {"namespace": [dict(run[0])["namespace"]]}
+    assert any("pod" not in matchers for _, matchers in fetches), "the long pods were narrowed"
+    with pytest.raises(LayoutError, match=r"prometheus\.max_query_length"):
+        raw_fetches(meter, W, [(("namespace", "n" * 3000),)], 2048, 1000)

@@ -69,3 +69,51 @@ def test_an_answer_without_a_result_list_is_returned_whole() -> None:
 def test_bodies_that_are_not_complete_answers_are_refused(body: bytes) -> None:
     with pytest.raises(MalformedAnswer):
         _run(body, 16)
+
+
+async def _parts(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+SERIES_START = b'{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":['
+LIST_DONE = b'{"status":"success","data":{"resultType":"vector","result":[]},"x":"'
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [SERIES_START] + [b'[1,"1"],' * 400] * 50,  # one series whose samples never end
+        [LIST_DONE] + [b"y" * 4096] * 50,  # a complete list, then an envelope that never ends
+        [b'{"status":"success","data":' + b" " * 4096] + [b" " * 4096] * 50,  # no result list, and no end
+    ],
+    ids=["endless-series", "endless-envelope", "no-list"],
+)
+async def test_an_element_larger_than_its_budget_stops_the_read(parts: list[bytes]) -> None:
+    from cluster_exporter.sources.answer_stream import TooLarge, stream_result_items
+
+    read: list[int] = []
+    with pytest.raises(TooLarge, match=r"prometheus\.max_item_bytes"):
+        await stream_result_items(_parts(*parts), lambda item: None, read.append, max_item_bytes=64 * 1024)
+    assert sum(read) < 64 * 1024 + 2 * 4096 * 4, "stopped within a chunk or two of the limit"
+
+
+async def test_every_chunk_is_counted_before_it_is_parsed() -> None:
+    from cluster_exporter.sources.answer_stream import stream_result_items
+
+    class Stop(Exception):
+        pass
+
+    spent = 0
+
+    def spend(n: int) -> None:
+        nonlocal spent
+        spent += n
+        if spent > 100:
+            raise Stop
+
+    items: list[object] = []
+    body = [b'{"status":"success","data":{"resultType":"vector","result":[', b'{"a":1},' * 10, b'{"a":2}]}}']
+    with pytest.raises(Stop):
+        await stream_result_items(_parts(*body), items.append, spend)
+    assert items == [], "the chunk over budget was not parsed"

@@ -160,24 +160,26 @@ def _one(value: float | None) -> tuple[float] | None:
     return None if value is None else (value,)
 
 
+def _freeze(index: SeriesIndex, query: q.Query) -> None:
+    """Index an answer's numbers; one label set twice in one answer breaks what Prometheus
+    guarantees (one series per label set), and the window fails."""
+    index.freeze()
+    if index.duplicates:
+        raise PrometheusError(f"query {query.name}: the same series twice in one answer; refusing to meter it")
+
+
 async def _counters(
     prometheus: PrometheusClient, plan: q.CounterPlan, meter: q.Meter, w: q.Window, totals: UnitTotals, r: MeterResult
 ) -> None:
     """A counter without resets used B(T1) - B(T0), each from the samples around its boundary."""
     starts, ends = SeriesIndex(1), SeriesIndex(1)
+    at_start = _Boundary(starts, lambda s: _one(counter_at_boundary(s, w.start, w)), r)
+    at_end = _Boundary(ends, lambda s: _one(counter_at_boundary(s, w.end, w)), r, w.end)
     async with asyncio.TaskGroup() as group:
-        group.create_task(
-            prometheus.stream_matrix(
-                plan.boundary0, _Boundary(starts, lambda s: _one(counter_at_boundary(s, w.start, w)), r)
-            )
-        )
-        group.create_task(
-            prometheus.stream_matrix(
-                plan.boundary1, _Boundary(ends, lambda s: _one(counter_at_boundary(s, w.end, w)), r, w.end)
-            )
-        )
-    starts.freeze()
-    ends.freeze()
+        group.create_task(prometheus.stream_matrix(plan.boundary0, at_start))
+        group.create_task(prometheus.stream_matrix(plan.boundary1, at_end))
+    _freeze(starts, plan.boundary0)
+    _freeze(ends, plan.boundary1)
     await prometheus.stream_vector(plan.resets, _CounterScan(meter, starts, ends, totals, r.check))
     if starts.left() or ends.left():
         raise PrometheusError(
@@ -192,15 +194,15 @@ async def _gauges(
     """A gauge alive across both boundaries with evenly spaced samples: its edge pieces from the
     samples around each boundary, the trapezoids in between from the sum and count."""
     starts, ends, sums = SeriesIndex(5), SeriesIndex(5), SeriesIndex(1)
+    at_start = _Boundary(starts, lambda s: gauge_start(s, w), r)
+    at_end = _Boundary(ends, lambda s: gauge_end(s, w), r, w.end)
     async with asyncio.TaskGroup() as group:
-        group.create_task(prometheus.stream_matrix(plan.boundary0, _Boundary(starts, lambda s: gauge_start(s, w), r)))
-        group.create_task(
-            prometheus.stream_matrix(plan.boundary1, _Boundary(ends, lambda s: gauge_end(s, w), r, w.end))
-        )
+        group.create_task(prometheus.stream_matrix(plan.boundary0, at_start))
+        group.create_task(prometheus.stream_matrix(plan.boundary1, at_end))
         group.create_task(prometheus.stream_vector(plan.sum, _Sums(sums)))
-    starts.freeze()
-    ends.freeze()
-    sums.freeze()
+    _freeze(starts, plan.boundary0)
+    _freeze(ends, plan.boundary1)
+    _freeze(sums, plan.sum)
     await prometheus.stream_vector(plan.count, _GaugeScan(meter, starts, ends, sums, totals, r.check))
     if sums.left():
         raise PrometheusError(f"meter {meter.name}: the sum and count of one window disagree; answers changed")
@@ -221,13 +223,20 @@ class _Before:
 class _RawSeries:
     """The raw samples of irregular units, into RawUnits (a counter's led by its value before)."""
 
-    def __init__(self, meter: q.Meter, raw: RawUnits, before: _Before, w: q.Window, check: MeterCheck) -> None:
-        self.meter, self.raw, self.before, self.w, self.check = meter, raw, before, w, check
+    def __init__(
+        self, query: q.Query, meter: q.Meter, raw: RawUnits, before: _Before, w: q.Window, check: MeterCheck
+    ) -> None:
+        self.query, self.meter, self.raw, self.before, self.w, self.check = query, meter, raw, before, w, check
+        self.seen: set[tuple[int, int]] = set()
 
     def series(self, labels: dict[str, str], samples: Samples) -> None:
+        key = series_id(labels)
+        if key in self.seen:
+            raise PrometheusError(f"query {self.query.name}: the same series twice in one answer; refusing to meter it")
+        self.seen.add(key)
         _saw_samples(self.check, samples)
         if self.meter.kind == "counter":
-            samples = list(with_value_before(samples, self.before.values.get(series_id(labels)), self.w))
+            samples = list(with_value_before(samples, self.before.values.get(key), self.w))
         self.raw.add(labels, samples)
 
 
@@ -246,13 +255,12 @@ async def _irregular_units(
     ordered = sorted(units.values())
     raw = RawUnits(meter, set(ordered), w)
     out: list[tuple[str, float]] = []
-    for _, by_label in q.raw_chunks(ordered, max_query_length, RAW_UNITS_PER_QUERY):
+    for _, by_label in q.raw_fetches(meter, w, ordered, max_query_length, RAW_UNITS_PER_QUERY):
         before = _Before()
         if meter.kind == "counter":
             await prometheus.stream_vector(q.raw_lookback_query(meter, w, by_label), before)
-        await prometheus.stream_matrix(
-            q.raw_samples_query(meter, w, by_label), _RawSeries(meter, raw, before, w, check)
-        )
+        query = q.raw_samples_query(meter, w, by_label)
+        await prometheus.stream_matrix(query, _RawSeries(query, meter, raw, before, w, check))
         out.extend(raw.take())
     # every irregular unit was seen in or around the window: if its raw samples did not come
     # back, it would be billed zero for a failed fetch

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from .. import meters
+from ..errors import LayoutError
 from ..settings import CustomMeter, MeteringSettings
 
 Kind = Literal["counter", "gauge"]
@@ -502,6 +503,45 @@ def raw_chunks(units: Sequence[Unit], max_length: int, max_units: int) -> list[t
     if chunk:
         runs.append(chunk)
     return [(run, _matchers(run)) for run in runs]
+
+
+def raw_fetches(
+    meter: Meter, w: Window, units: Sequence[Unit], max_length: int, max_units: int
+) -> list[tuple[list[Unit], dict[str, list[str]]]]:
+    """``units`` in runs (``raw_chunks``) whose raw-sample and lookback queries, as rendered, are
+    at most ``max_length`` bytes: a run that renders longer is split, and a single unit whose
+    label values alone are too long is selected by fewer labels (the shortest values kept): that
+    selects more series, which the fold ignores, never fewer. LayoutError when not even one label
+    of a unit fits."""
+    out: list[tuple[list[Unit], dict[str, list[str]]]] = []
+    pending = list(reversed(raw_chunks(units, max_length, max_units)))
+    while pending:
+        run, matchers = pending.pop()
+        if _raw_length(meter, w, matchers) <= max_length:
+            out.append((run, matchers))
+        elif len(run) > 1:
+            half = len(run) // 2
+            pending += [(run[half:], _matchers(run[half:])), (run[:half], _matchers(run[:half]))]
+        else:
+            out.append((run, _narrowed(meter, w, matchers, max_length)))
+    return out
+
+
+def _raw_length(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> int:
+    return max(len(raw_samples_query(meter, w, matchers).expr), len(raw_lookback_query(meter, w, matchers).expr))
+
+
+def _narrowed(meter: Meter, w: Window, matchers: dict[str, list[str]], max_length: int) -> dict[str, list[str]]:
+    """One unit's matchers without its longest label values until its queries fit."""
+    kept = dict(matchers)
+    while kept and _raw_length(meter, w, kept) > max_length:
+        del kept[max(kept, key=lambda label: (sum(len(v) for v in kept[label]), label))]
+    if not kept:
+        raise LayoutError(
+            f"meter {meter.name}: even one label of a series makes a raw-sample query longer than "
+            f"{max_length} bytes; raise prometheus.max_query_length"
+        )
+    return kept
 
 
 def _matchers(units: Sequence[Unit]) -> dict[str, list[str]]:

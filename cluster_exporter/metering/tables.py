@@ -94,6 +94,7 @@ class SeriesIndex:
         self._hi, self._lo = array("q"), array("q")
         self._values = [array("d") for _ in range(width)]
         self._taken = bytearray()
+        self.duplicates = 0
 
     def put(self, key: tuple[int, int], values: Sequence[float] | None) -> None:
         """Store a series' numbers (None: the series is there but nothing could be decided)."""
@@ -106,6 +107,7 @@ class SeriesIndex:
         """Sort by identity and drop identities stored twice, one column rebuilt at a time (the
         sort costs the order and one column on top of the index)."""
         order = _unique_order(self._hi, self._lo)
+        self.duplicates = len(self._hi) - len(order)  # series stored twice (dropped)
         self._hi = array("q", map(self._hi.__getitem__, order))
         self._lo = array("q", map(self._lo.__getitem__, order))
         for c, column in enumerate(self._values):  # each old column is freed before the next is built

@@ -123,19 +123,19 @@ async def measure_window(
     patterns = q.namespace_shards(list(listed or ()), settings.prometheus.query_split)
     shards = [shard for meter in meters for shard in q.shard_meters(meter, patterns)]
     try:
-        async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
-            live_task = group.create_task(discover_live()) if listed is None else None
-            if m.namespace_labels_metric:
-                group.create_task(
-                    prometheus.stream_vector(q.namespace_owners(settings.kubernetes.customer_label, w), owners)
-                )
-            for shard in shards:
-                plan = q.meter_plan(shard, w)
-                if isinstance(plan, q.TemplatePlan):
-                    answer = _TemplateAnswer(shard, table, checks[shard.name])
-                    group.create_task(prometheus.stream_vector(plan.query, answer))
-                else:
-                    group.create_task(measure(shard))
+        with prometheus.window_budget():  # every answer of the window counts against one budget
+            async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
+                live_task = group.create_task(discover_live()) if listed is None else None
+                if m.namespace_labels_metric:
+                    owners_query = q.namespace_owners(settings.kubernetes.customer_label, w)
+                    group.create_task(prometheus.stream_vector(owners_query, owners))
+                for shard in shards:
+                    plan = q.meter_plan(shard, w)
+                    if isinstance(plan, q.TemplatePlan):
+                        answer = _TemplateAnswer(shard, table, checks[shard.name])
+                        group.create_task(prometheus.stream_vector(plan.query, answer))
+                    else:
+                        group.create_task(measure(shard))
     except BaseExceptionGroup as failures:
         raise _first_exporter_error(failures) from None
     live = live_task.result() if live_task is not None else listed

@@ -5,6 +5,11 @@ parsed, it costs several times that at once, for every query in flight. Here onl
 network chunk and one result item are held. The envelope around the list (status, resultType,
 warnings, an engine's extra fields) is kept as text and parsed, with an empty list in place of
 the items, when the body ends: the caller checks it then.
+
+Whatever a peer sends, what is held stays bounded: every chunk is counted against the caller's
+byte budgets as it arrives (``spend``), and text waiting to be parsed (one item not complete yet,
+the envelope) may not grow past ``max_item_bytes``: an answer that never ends, or one endless
+series, fails instead of filling memory.
 """
 
 from __future__ import annotations
@@ -25,11 +30,17 @@ class MalformedAnswer(ValueError):
     """The body is not a complete JSON answer (cut off, or not JSON where an item should be)."""
 
 
+class TooLarge(MalformedAnswer):
+    """The answer, or one element of it, is larger than a byte budget allows."""
+
+
 class _Body:
     """The answer's text as it arrives: ``buf[pos:]`` is what has not been parsed yet."""
 
-    def __init__(self, chunks: AsyncIterable[bytes]) -> None:
+    def __init__(self, chunks: AsyncIterable[bytes], spend: Callable[[int], None], max_item_bytes: int) -> None:
         self._chunks = aiter(chunks)
+        self._spend = spend
+        self._max_pending = max_item_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")()
         self.buf = ""
         self.pos = 0
@@ -45,8 +56,17 @@ class _Body:
             self.buf += self._decode(b"", final=True)
             self.ended = True
             return False
+        self._spend(len(chunk))
         self.buf += self._decode(chunk)
         return True
+
+    def bounded(self) -> None:
+        """Raise TooLarge when the text not parsed yet (an item or the envelope still arriving)
+        is larger than one element may be."""
+        if len(self.buf) - self.pos > self._max_pending:
+            raise TooLarge(
+                f"an element of the answer is larger than {self._max_pending} bytes (prometheus.max_item_bytes)"
+            )
 
     def _decode(self, data: bytes, final: bool = False) -> str:
         try:
@@ -94,15 +114,27 @@ class _Body:
                 self.buf, self.pos = buf[pos:], 0
 
 
-async def stream_result_items(chunks: AsyncIterable[bytes], on_item: Callable[[Any], None]) -> Any:
+def _unlimited(_: int) -> None:
+    return None
+
+
+async def stream_result_items(
+    chunks: AsyncIterable[bytes],
+    on_item: Callable[[Any], None],
+    spend: Callable[[int], None] = _unlimited,
+    max_item_bytes: int = 64 * 1024 * 1024,
+) -> Any:
     """Hand each element of the answer's ``data.result`` list to ``on_item`` as it is parsed.
 
     Returns the answer without its items (the list left empty), for the caller to check its
     status and type. An answer with no result list (an error, a scalar) is returned whole.
-    Raises MalformedAnswer for a body that is not a complete JSON answer.
+    ``spend(n)`` is called with every chunk's size before it is parsed (it raises to stop the
+    read). Raises MalformedAnswer for a body that is not a complete JSON answer, TooLarge for an
+    element (or the envelope) larger than ``max_item_bytes``.
     """
-    body = _Body(chunks)
+    body = _Body(chunks, spend, max_item_bytes)
     while (found := _RESULT_LIST.search(body.buf)) is None:
+        body.bounded()
         if not await body.more():
             return _envelope(body.buf)
     prefix = body.buf[: found.end()]
@@ -114,9 +146,10 @@ async def stream_result_items(chunks: AsyncIterable[bytes], on_item: Callable[[A
             break
         if body.ended:
             raise MalformedAnswer("body ends inside the result list")
+        body.bounded()
         await body.more()
     while await body.more():
-        pass  # the rest of the envelope (closing braces, warnings, an engine's stats): small
+        body.bounded()  # the rest of the envelope (closing braces, warnings, an engine's stats): small
     return _envelope(prefix + "]" + body.buf[body.pos :])
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -22,7 +24,7 @@ import math
 import operator
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,6 +39,29 @@ from .answer_stream import MalformedAnswer, stream_result_items
 log = logging.getLogger(__name__)
 
 OnQuery = Callable[[str, float, bool], None]  # (query name, seconds, ok)
+
+
+# Of an error's body only this much is read: enough for Prometheus' error message, never an
+# endless body.
+ERROR_BODY_BYTES = 64 * 1024
+
+
+class ByteBudget:
+    """Bytes read against a limit; past it, reading stops with a PrometheusError naming the setting."""
+
+    def __init__(self, limit: int, setting: str) -> None:
+        self.limit, self.setting, self.spent = limit, setting, 0
+
+    def spend(self, n: int, query: str) -> None:
+        """Count ``n`` more bytes of query ``query``'s answer."""
+        self.spent += n
+        if self.spent > self.limit:
+            raise PrometheusError(
+                f"query {query}: answers larger than {self.limit} bytes ({self.setting}); refusing to read on"
+            )
+
+
+_WINDOW_BUDGET: contextvars.ContextVar[ByteBudget | None] = contextvars.ContextVar("window_budget", default=None)
 
 
 class NamedQuery(Protocol):
@@ -198,6 +223,30 @@ class PrometheusClient:
             raise PrometheusError(f"query {name}: malformed result")
         return count
 
+    def _spender(self, name: str) -> Callable[[int], None]:
+        """``spend(n)``: count n bytes of query ``name``'s answer against its own budget
+        (prometheus.max_answer_bytes) and the window's (``window_budget``)."""
+        answer = ByteBudget(self.settings.max_answer_bytes, "prometheus.max_answer_bytes")
+        window = _WINDOW_BUDGET.get()
+
+        def spend(n: int) -> None:
+            answer.spend(n, name)
+            if window is not None:
+                window.spend(n, name)
+
+        return spend
+
+    @contextlib.contextmanager
+    def window_budget(self) -> Iterator[ByteBudget]:
+        """Count every answer read inside the block (and in the tasks it starts) against one
+        budget of prometheus.max_window_bytes."""
+        budget = ByteBudget(self.settings.max_window_bytes, "prometheus.max_window_bytes")
+        token = _WINDOW_BUDGET.set(budget)
+        try:
+            yield budget
+        finally:
+            _WINDOW_BUDGET.reset(token)
+
     async def _query(
         self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None
     ) -> dict[str, Any]:
@@ -239,14 +288,17 @@ class PrometheusClient:
 
         body = b""
         payload: Any = None
+        spend = self._spender(name)
         try:
             async with self._session.post(url, data={"query": expr, "time": f"{at:.3f}"}) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 if status == 200 and on_item is not None:
-                    payload = await stream_result_items(resp.content.iter_any(), count_items)
-                else:
-                    body = await resp.read()
+                    chunks = resp.content.iter_any()
+                    payload = await stream_result_items(chunks, count_items, spend, self.settings.max_item_bytes)
+                else:  # an error's body: only its first bytes, for the message (it may never end)
+                    body = await _head(resp.content, ERROR_BODY_BYTES)
+                    spend(len(body))
         except (TimeoutError, aiohttp.ClientError) as exc:
             what = (
                 f"timed out after {self.settings.timeout.total_seconds():.0f}s"
@@ -285,6 +337,14 @@ class PrometheusClient:
         return data
 
 
+async def _head(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The first ``limit`` bytes of a body (all of it if shorter); the rest is never read."""
+    body = b""
+    while len(body) < limit and (chunk := await content.read(limit - len(body))):
+        body += chunk
+    return body
+
+
 def _labels(name: str, item: dict[str, Any]) -> dict[str, str]:
     metric = item.get("metric")
     try:
@@ -309,15 +369,19 @@ _SECOND = operator.itemgetter(1)
 
 
 def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
-    """[[t, "v"], ...] as (time, value) pairs of finite numbers (the usual case in one pass)."""
+    """[[t, "v"], ...] as (time, value) pairs of finite numbers, in strictly increasing time (the
+    usual case in one pass). A series out of time order, or with a time twice, breaks what
+    Prometheus guarantees: metered, it would bill the steps backwards as resets."""
     try:
         "".join(map(_SECOND, values))  # every value a string, as _pair requires (checked in C: it is hot)
         samples = [(float(t), float(v)) for t, v in values]
-        if all(math.isfinite(v) for _, v in samples):
-            return samples
+        if not all(math.isfinite(v) for _, v in samples):
+            raise ValueError
     except (TypeError, ValueError, LookupError):
-        pass
-    return [(_pair(name, pair)[0], _finite(name, _pair(name, pair)[1])) for pair in values]  # names the fault
+        samples = [(_pair(name, pair)[0], _finite(name, _pair(name, pair)[1])) for pair in values]  # names the fault
+    if not all(map(operator.lt, (t for t, _ in samples), (t for t, _ in samples[1:]))):
+        raise PrometheusError(f"query {name}: a series' samples are not in strictly increasing time order")
+    return samples
 
 
 def _finite(name: str, text: str) -> float:
