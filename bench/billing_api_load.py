@@ -46,6 +46,7 @@ class Server:
         command = [sys.executable, "-c", "import sys; from cluster_exporter.cli import main; sys.exit(main())"]
         command += ["billing-api", "serve", "--host", "127.0.0.1", "--port", "0", "--database-url", database_url]
         command += ["--tokens-file", str(tokens_file), "--admin-token", ADMIN]
+        command += ["--max-window-age", "876000h"]  # the reports are of November 2025: a backfill
         env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")}
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.url = ""
