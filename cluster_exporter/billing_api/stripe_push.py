@@ -167,6 +167,12 @@ class StripePusher:
                 break
             await self._expire([e for e in events if not stripe_takes(e.hour, now)], result)
             await self._send_batch([e for e in events if stripe_takes(e.hour, now)], now, result)
+        if result.expired:
+            log.error(
+                "stripe: %d meter events of hours older than Stripe's 35 days expired unsent (a backfill, or a "
+                "backlog that waited too long); they stay on the invoice",
+                result.expired,
+            )
         self.metrics.stripe_pending.set(await self.storage.count_events("pending"))
         if not result.interrupted:
             self.metrics.stripe_last_round.set(now)
@@ -178,13 +184,6 @@ class StripePusher:
         await self.storage.mark_expired([e.id for e in events], "older than Stripe's 35 days: never sent")
         result.expired += len(events)
         self.metrics.stripe_events.labels("expired").inc(len(events))
-        log.error(
-            "stripe: %d events of hours older than Stripe's 35 days expired unsent (first: %s, hour %d); "
-            "they stay on the invoice",
-            len(events),
-            events[0].identifier,
-            events[0].hour,
-        )
 
     async def _send_batch(self, events: list[PendingEvent], now: int, result: RoundResult) -> None:
         slots = asyncio.Semaphore(CONCURRENCY)
