@@ -61,6 +61,7 @@ class ApiContext:
 
 
 CONTEXT = web.AppKey("context", ApiContext)
+CLUSTER = web.RequestKey("cluster", str)  # the authenticated cluster of a report request
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -133,6 +134,7 @@ async def post_report(request: web.Request) -> web.Response:
     """POST /api/usage/report: store one report part exactly once."""
     ctx = _ctx(request)
     cluster = _cluster(request)
+    request[CLUSTER] = cluster
     async with ctx.intake.turn(cluster):
         body = await _body(request)
         async with ctx.intake.slot():
@@ -306,7 +308,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = web.json_response({"error": "internal error (logged)"}, status=500)
     if request.path == "/api/usage/report":
         _ctx(request).metrics.report_requests.labels(str(response.status)).inc()
+        if 400 <= response.status < 500 and CLUSTER in request:
+            # Authenticated clusters only (an unknown token is not worth a line): the exporter
+            # keeps a refused part as a dead letter, and this line says which cluster and why.
+            log.warning(
+                "report of cluster %s refused: HTTP %d %s", request[CLUSTER], response.status, _error_of(response)
+            )
     return response
+
+
+def _error_of(response: web.StreamResponse) -> str:
+    body = getattr(response, "text", None)
+    return clip(str(body or ""), 300)
 
 
 def build_app(ctx: ApiContext) -> web.Application:

@@ -101,8 +101,8 @@ class BillingSettings(BaseSettings):
     )
     idle_timeout: Duration = Field(
         timedelta(seconds=75),
-        description="A connection that sends nothing, or not a complete request head, for this long is closed "
-        "(idle keep-alive connections too).",
+        description="A connection that has not sent a whole request head this long after it opened or after its "
+        "last answer is closed: idle keep-alive connections, and heads trickling in.",
     )
     stripe_api_key: str | None = Field(None, description="Stripe secret key; without it nothing is pushed.", repr=False)
     stripe_api_base: HttpUrl = Field("https://api.stripe.com", description="Base address of the Stripe API.")

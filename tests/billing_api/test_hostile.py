@@ -174,13 +174,19 @@ async def test_healthz_and_other_clusters_served_while_the_largest_reports_arriv
     assert small_seconds < 10, f"another cluster's small report took {small_seconds:.1f} s"
 
 
-async def test_limits_of_one_report(database_url: str, storage: Storage) -> None:
+async def test_limits_of_one_report(database_url: str, storage: Storage, caplog: pytest.LogCaptureFixture) -> None:
     server = await start_server(database_url, max_window=timedelta(hours=6), max_customers_per_report=50)
     try:
         start = hours_ago(30)
         many = {f"cust_{i:03d}": usage(cpu=1.0) for i in range(51)}
         status, answer = await server.post_report(report_body(EAST, start, many), TOKENS[EAST])
         assert status == 413 and "51 customers in one part, over the limit of 50" in answer["error"]
+        # The operator learns which cluster was refused, and why, in one line.
+        assert any(
+            r.getMessage().startswith(f"report of cluster {EAST} refused: HTTP 413")
+            and "51 customers" in r.getMessage()
+            for r in caplog.records
+        )
         status, answer = await server.post_report(report_body(EAST, start, {"c": usage()}, hours=7), TOKENS[EAST])
         assert status == 422 and "1 to 6 whole hours, got 7" in answer["error"]
         assert (await storage.stats())["reports"] == 0
