@@ -5,6 +5,10 @@ Targets (issue 6):
      measured by the client, worst of several distinct reports);
   2. 100 such reports sent by 20 concurrent clients, each sent twice (the copies racing each
      other), are all stored exactly once; resending all of them again changes no invoice total.
+  3. (issue "hostile input and overload") the costliest reports the default limits allow, a
+     10,000-customer part of almost 8 MiB and a 2,000-customer 24-hour window (288,000 rows),
+     are stored with the server's memory bounded, and /healthz answers within 1 s while they
+     arrive together; an 8 MiB body of a 24-hour window (6.8 million rows) is refused at once.
 
 The server is ``cluster-exporter billing-api serve`` in its own process on a free loopback port.
 Prints one line per target with the measured figure and the limit; exits 1 if any target fails.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -29,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from cluster_exporter.billing_api.storage import open_storage
 from cluster_exporter.devtools.local_postgres import LocalPostgres
@@ -37,6 +43,8 @@ from cluster_exporter.report import build_report
 ADMIN = "bench-admin"
 START = datetime(2025, 11, 1, 0, tzinfo=UTC)
 SINGLE_LIMIT_S = 1.0
+HEALTHZ_LIMIT_S = 1.0
+MIB = 1 << 20
 
 
 class Server:
@@ -46,6 +54,7 @@ class Server:
         command = [sys.executable, "-c", "import sys; from cluster_exporter.cli import main; sys.exit(main())"]
         command += ["billing-api", "serve", "--host", "127.0.0.1", "--port", "0", "--database-url", database_url]
         command += ["--tokens-file", str(tokens_file), "--admin-token", ADMIN]
+        command += ["--max-window-age", "876000h"]  # the reports are of November 2025: a backfill
         env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")}
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.url = ""
@@ -190,9 +199,107 @@ async def concurrent_reports(
     return ok
 
 
-async def run_target(target: str, urls: list[str], tokens_file: Path, args: argparse.Namespace) -> bool:
-    """Both targets against one database kind (a fresh database each)."""
+def _customer(i: int, namespaces: int) -> dict[str, object]:
+    return {
+        "namespaces": [f"tenant-{i:05d}-namespace-{n:03d}" for n in range(namespaces)],
+        "cpu_hours": round(i / 7, 9),
+        "memory_gb_hours": 1.25,
+        "network_bytes_sent": i * 1000,
+        "network_bytes_received": 7,
+        "storage_gb_hours": 3.5,
+        "http_requests": i,
+    }
+
+
+def largest_bodies(end: datetime, first: int) -> dict[str, tuple[str, bytes, int]]:
+    """name -> (cluster, body, expected status): the costliest reports the default limits allow, and one past them."""
+    day = timedelta(hours=24)
+    wide = {f"cust_{i:05d}": _customer(i, 20) for i in range(10_000)}
+    long = {f"cust_{i:05d}": _customer(i, 1) for i in range(2_000)}
+    zero = {"namespaces": [], **dict.fromkeys(("cpu_hours", "memory_gb_hours", "storage_gb_hours"), 0.0)}
+    zero |= dict.fromkeys(("network_bytes_sent", "network_bytes_received", "http_requests"), 0)
+    per_customer = len(json.dumps({"customer_id": "c_00000", **zero})) + 1
+    full = {f"c_{i:05d}": zero for i in range((8 * MIB - 2048) // per_customer)}
+
+    def body(cluster: str, start: datetime, customers: dict[str, dict[str, object]]) -> bytes:
+        return build_report(cluster, start, end, customers).to_json().encode()
+
+    a, b, c = (f"bench-{first + i:02d}" for i in range(3))
+    return {
+        "10,000 customers x 1 h": (a, body(a, end - timedelta(hours=1), wide), 201),
+        "2,000 customers x 24 h": (b, body(b, end - day, long), 201),
+        "47,000 customers x 24 h": (c, body(c, end - day, full), 413),
+    }
+
+
+async def largest_reports(target: str, server: Server) -> bool:
+    """Target 3: time and server memory of each costliest report alone, then /healthz while they all arrive."""
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    bodies = await asyncio.to_thread(largest_bodies, end, 0)
+    again = await asyncio.to_thread(largest_bodies, end, 3)  # the same sizes from three other clusters
+    process = psutil.Process(server.proc.pid)
+    peak = [0]
     ok = True
+
+    async def sample(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            await asyncio.sleep(0.005)
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        for name, (cluster, body, expected) in bodies.items():
+            base = process.memory_info().rss
+            peak[0] = base
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(sample(stop))
+            status, seconds = await post(session, server.url, body, "token-" + cluster[-2:])
+            stop.set()
+            await sampler
+            ok &= status == expected
+            print(
+                f"{target:<11} {name} ({len(body) / 1e6:.1f} MB): HTTP {status} (expected {expected}) in "
+                f"{seconds:.2f} s; server memory {base / MIB:.0f} -> peak {peak[0] / MIB:.0f} MiB"
+            )
+        latencies: list[float] = []
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            while not done.is_set():
+                began = time.perf_counter()
+                async with session.get(server.url + "/healthz") as resp:
+                    await resp.read()
+                latencies.append(time.perf_counter() - began)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        began = time.perf_counter()
+        # The same sizes again, all at once, from other clusters, with a fourth cluster's small report.
+        small = build_report("bench-06", end - timedelta(hours=1), end, {"cust_small": _customer(1, 1)})
+        sends = [post(session, server.url, body, "token-" + cluster[-2:]) for cluster, body, _ in again.values()]
+        sends.append(post(session, server.url, small.to_json().encode(), "token-06"))
+        results = await asyncio.gather(*sends)
+        elapsed = time.perf_counter() - began
+        done.set()
+        await watcher
+    worst = max(latencies)
+    ok &= [status for status, _ in results] == [201, 201, 413, 201] and worst < HEALTHZ_LIMIT_S
+    print(
+        f"{target:<11} all of them at once with a small report of another cluster: {elapsed:.1f} s (small report "
+        f"{results[-1][1]:.2f} s); /healthz worst {worst:.3f} s over {len(latencies)} probes  limit "
+        f"{HEALTHZ_LIMIT_S:.2f} s  {'OK' if worst < HEALTHZ_LIMIT_S else 'FAIL'}"
+    )
+    return ok
+
+
+async def run_target(target: str, urls: list[str], tokens_file: Path, args: argparse.Namespace) -> bool:
+    """Every target against one database kind (a fresh database each)."""
+    ok = True
+    if args.only_largest:
+        server = Server(urls[2], tokens_file)
+        try:
+            return await largest_reports(target, server)
+        finally:
+            server.stop()
     server = Server(urls[0], tokens_file)
     try:
         ok &= await single_report(target, server.url, args.customers, args.runs)
@@ -201,6 +308,11 @@ async def run_target(target: str, urls: list[str], tokens_file: Path, args: argp
     server = Server(urls[1], tokens_file)
     try:
         ok &= await concurrent_reports(target, server.url, urls[1], args.customers, args.reports, args.clients)
+    finally:
+        server.stop()
+    server = Server(urls[2], tokens_file)
+    try:
+        ok &= await largest_reports(target, server)
     finally:
         server.stop()
     return ok
@@ -214,6 +326,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="distinct reports timed for target 1")
     parser.add_argument("--reports", type=int, default=100)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--only-largest", action="store_true", help="run target 3 only")
     args = parser.parse_args()
     ok = True
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
@@ -221,11 +334,11 @@ def main() -> int:
         tokens_file.write_text("".join(f"bench-{i:02d}=token-{i:02d}\n" for i in range(20)))
         for target in args.targets.split(","):
             if target == "sqlite":
-                urls = [f"sqlite:///{tmp}/single.db", f"sqlite:///{tmp}/concurrent.db"]
+                urls = [f"sqlite:///{tmp}/single.db", f"sqlite:///{tmp}/concurrent.db", f"sqlite:///{tmp}/largest.db"]
                 ok &= asyncio.run(run_target(target, urls, tokens_file, args))
             elif target == "postgresql":
                 with LocalPostgres(fsync=True) as pg:
-                    urls = [pg.create_database("single"), pg.create_database("concurrent")]
+                    urls = [pg.create_database(name) for name in ("single", "concurrent", "largest")]
                     ok &= asyncio.run(run_target(target, urls, tokens_file, args))
             else:
                 parser.error(f"unknown target {target}")

@@ -4,6 +4,12 @@ The API keeps its own models rather than reusing ``cluster_exporter.report``: th
 hold every sender to the contract (exporters of other versions, or anything else with a token),
 reject what it cannot bill (unknown meters, partial hours, NaN) and read amounts as exact Decimals
 straight from the JSON text (``json.loads(parse_float=Decimal)``), never through a binary float.
+
+What one report may cost is bounded before it is paid for (``ReportLimits``, from the settings):
+the number of customers is checked right after the JSON is parsed and before the model validates
+anything, the window's length and age while validating, the hourly rows it becomes (customers x
+meters x hours) before a single row is built. Every refusal is a ``RequestRejected`` (400, 413 or
+422); nothing a client sends may surface as another exception.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -29,10 +37,10 @@ from pydantic import (
 
 from ..errors import clip
 from ..report import format_time, report_id
+from .decimals import EXACT, checked, text
 from .errors import RequestRejected
 from .pricing import LIMIT_KEYS, CustomerTerms, Limit, Money, PricingConfig
 
-MAX_WINDOW_HOURS = 24  # longer windows would make one report millions of hourly rows
 MAX_PARTS = 10_000
 MAX_AMOUNT = Decimal(10**15)  # far above any real hour, far below what breaks a BIGINT in cents
 MAX_COUNT = 10**18
@@ -46,6 +54,16 @@ CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$
 ClusterId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
 
+@dataclass(frozen=True)
+class ReportLimits:
+    """What one report part may cost; the defaults are the settings' (``BillingSettings``)."""
+
+    max_window_hours: int = 24
+    max_customers: int = 10_000
+    max_rows: int = 300_000
+    max_age: timedelta = timedelta(days=35)
+
+
 def _number(value: Any) -> Any:
     # JSON numbers arrive as int or Decimal; a string or a boolean that merely looks like one is refused.
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
@@ -53,21 +71,23 @@ def _number(value: Any) -> Any:
     return Decimal(value) if isinstance(value, int) else value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_number), Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+def _amount(value: Decimal) -> Decimal:
+    return checked(value, MAX_AMOUNT)
+
+
+Amount = Annotated[Decimal, BeforeValidator(_number), AfterValidator(_amount)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
 
 
 def _custom_amount(name: str, value: Any, integer: bool) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise ValueError(f"{name} must be a JSON number")
-    amount = Decimal(value)
-    if not amount.is_finite():
-        raise ValueError(f"{name} must be finite")
     if integer and not isinstance(value, int):
         raise ValueError(f"{name} must be a whole number")
-    if amount < 0 or amount > MAX_AMOUNT:
-        raise ValueError(f"{name} must be between 0 and {MAX_AMOUNT}")
-    return amount
+    try:
+        return checked(Decimal(value), MAX_AMOUNT)
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
 
 
 class UsageRecordIn(BaseModel):
@@ -125,19 +145,31 @@ class ReportIn(BaseModel):
     @field_validator("window_start", "window_end")
     @classmethod
     def _whole_hour(cls, value: datetime) -> datetime:
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 lies before year 1 in UTC
+            raise ValueError("time is out of range in UTC") from None
         if value.minute or value.second or value.microsecond:
             raise ValueError("window bounds must be whole hours")
         return value
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> ReportIn:
+        context = info.context or {}
+        limits: ReportLimits = context.get("limits") or ReportLimits()
         hours = self.hours
-        if hours < 1 or hours > MAX_WINDOW_HOURS:
-            raise ValueError(f"the window must be 1 to {MAX_WINDOW_HOURS} whole hours, got {hours}")
-        now: datetime | None = (info.context or {}).get("now")
+        if hours < 1 or hours > limits.max_window_hours:
+            raise ValueError(f"the window must be 1 to {limits.max_window_hours} whole hours, got {hours}")
+        now: datetime | None = context.get("now")
         if now is not None and self.window_end > now + FUTURE_SKEW:
             raise ValueError(f"window_end {format_time(self.window_end)} is in the future")
+        if now is not None and self.window_start < now - limits.max_age:
+            # Stripe refuses meter events older than 35 days, and moving them into the current
+            # period would make Stripe and the invoice disagree; a backfill is the operator's call.
+            raise ValueError(
+                f"window_start {format_time(self.window_start)} is older than the {_age(limits.max_age)} "
+                "accepted (Stripe takes usage of the past 35 days; BILLING_MAX_WINDOW_AGE allows a backfill)"
+            )
         if self.part > self.parts:
             raise ValueError("part must not exceed parts")
         if self.report_id != report_id(self.cluster_id, self.window_start, self.window_end):
@@ -153,6 +185,11 @@ class ReportIn(BaseModel):
     def hours(self) -> int:
         """Length of the window in hours (a whole number once validated)."""
         return int((self.window_end - self.window_start).total_seconds()) // HOUR
+
+    @property
+    def row_count(self) -> int:
+        """Hourly usage rows this part becomes: customers x their meters x hours."""
+        return self.hours * sum(len(record.amounts()) for record in self.usage)
 
     @property
     def idempotency_key(self) -> str:
@@ -172,7 +209,7 @@ class ReportIn(BaseModel):
                 (
                     record.customer_id,
                     sorted(record.namespaces),
-                    sorted((meter, _canonical(amount)) for meter, amount in record.amounts().items()),
+                    sorted((meter, text(amount)) for meter, amount in record.amounts().items()),
                 )
                 for record in self.usage
             ),
@@ -192,15 +229,16 @@ class ReportIn(BaseModel):
                 if hours == 1:
                     yield record.customer_id, start, meter, amount
                     continue
-                share = (amount / hours).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN)
+                # EXACT, not the thread's context: 28 digits would round the larger amounts.
+                share = EXACT.divide(amount, hours).quantize(SHARE_QUANTUM, rounding=ROUND_DOWN, context=EXACT)
                 for i in range(hours - 1):
                     yield record.customer_id, start + i * HOUR, meter, share
-                yield record.customer_id, start + (hours - 1) * HOUR, meter, amount - share * (hours - 1)
+                last = EXACT.subtract(amount, EXACT.multiply(share, hours - 1))
+                yield record.customer_id, start + (hours - 1) * HOUR, meter, last
 
 
-def _canonical(amount: Decimal) -> str:
-    text = format(amount.normalize(), "f")
-    return "0" if text in ("-0", "") else text
+def _age(age: timedelta) -> str:
+    return f"{age.days} days" if age.days and not age.seconds else f"{age.total_seconds() / 3600:g} hours"
 
 
 def _describe(exc: ValidationError) -> str:
@@ -212,19 +250,40 @@ def _describe(exc: ValidationError) -> str:
     return clip(f"{where + ': ' if where else ''}{message}{more}")
 
 
-def parse_report(body: bytes, meters: dict[str, bool], now: datetime) -> ReportIn:
-    """Validate a report body: 400 for what is not JSON, 422 for JSON that is not a valid report."""
+def parse_report(body: bytes, meters: dict[str, bool], now: datetime, limits: ReportLimits | None = None) -> ReportIn:
+    """Validate a report body: 400 not JSON, 413 over the limits, 422 JSON that is not a valid report.
+
+    CPU-bound on large bodies: the server calls it on a worker thread, never on the event loop.
+    """
+    limits = limits or ReportLimits()
     try:
         # NaN and Infinity are not JSON; read them as Decimal NaN so validation names the field.
         data = json.loads(body, parse_float=Decimal, parse_constant=lambda _: Decimal("NaN"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise RequestRejected(400, f"malformed JSON: {clip(str(exc))}") from exc
+    except RecursionError:
+        raise RequestRejected(400, "malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestRejected(422, "the report must be a JSON object")
+    usage = data.get("usage")
+    if isinstance(usage, list) and len(usage) > limits.max_customers:
+        raise RequestRejected(
+            413, f"{len(usage)} customers in one part, over the limit of {limits.max_customers}: split the report"
+        )
     try:
-        return ReportIn.model_validate(data, context={"meters": meters, "now": now})
+        report = ReportIn.model_validate(data, context={"meters": meters, "now": now, "limits": limits})
     except ValidationError as exc:
         raise RequestRejected(422, _describe(exc)) from exc
+    except RecursionError:
+        raise RequestRejected(422, "the report is nested too deeply") from None
+    rows = report.row_count
+    if rows > limits.max_rows:
+        raise RequestRejected(
+            413,
+            f"the part would become {rows} hourly usage rows (customers x meters x {report.hours} hours), over the "
+            f"limit of {limits.max_rows}: send fewer customers per part or shorter windows",
+        )
+    return report
 
 
 def check_idempotency_key(header: str | None, report: ReportIn) -> None:

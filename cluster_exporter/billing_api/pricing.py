@@ -18,13 +18,24 @@ import re
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .. import meters
+from .decimals import EXACT, checked
 from .errors import BillingConfigError, RequestRejected
 
 # Built-in meters of the exporter's report -> whether their amounts are whole numbers.
@@ -77,8 +88,13 @@ def _unlimited_to_none(value: Any) -> Any:
     return None if value == "unlimited" else value
 
 
-Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, le=Decimal(10**12))]
-Limit = Annotated[Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] | None, BeforeValidator(_unlimited_to_none)]
+# Prices and limits are checked like usage amounts (decimals.checked): an enterprise limit of
+# 1e999999999 or a price of 1e-20000 is refused where it is given, never at invoice time.
+MAX_MONEY = Decimal(10**12)
+MAX_QUANTITY = Decimal(10**15)
+Money = Annotated[Decimal, AfterValidator(partial(checked, maximum=MAX_MONEY))]
+Quantity = Annotated[Decimal, AfterValidator(partial(checked, maximum=MAX_QUANTITY))]
+Limit = Annotated[Quantity | None, BeforeValidator(_unlimited_to_none)]
 
 
 class _Model(BaseModel):
@@ -117,7 +133,7 @@ class MeterConfig(_Model):
 
     unit: str = "unit"
     price: Money = Decimal(0)
-    included: Annotated[Decimal, Field(ge=0, allow_inf_nan=False)] = Decimal(0)
+    included: Quantity = Decimal(0)
     integer: bool = Field(False, description="Amounts must be whole numbers.")
     stripe_scale: int | None = Field(None, ge=1, description="Stripe value = amount x scale (default 1 or 1000).")
     stripe_event_name: str | None = None
@@ -199,9 +215,10 @@ class CustomerTerms:
 
 def parse_month(text: str) -> tuple[datetime, datetime]:
     """``2025-11`` -> [start, end) of that calendar month in UTC; 400 for anything else."""
-    match = re.fullmatch(r"(\d{4})-(\d{2})", text or "")
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
-        raise RequestRejected(400, f"month must look like 2025-11, got {text[:20]!r}")
+    match = re.fullmatch(r"([0-9]{4})-([0-9]{2})", text or "")
+    # December 9999 would end in year 10000, which datetime cannot hold.
+    if not match or not 1 <= int(match.group(2)) <= 12 or not 1970 <= int(match.group(1)) <= 9998:
+        raise RequestRejected(400, f"month must look like 2025-11 (years 1970 to 9998), got {text[:20]!r}")
     year, month = int(match.group(1)), int(match.group(2))
     start = datetime(year, month, 1, tzinfo=UTC)
     return start, start + timedelta(days=calendar.monthrange(year, month)[1])
@@ -228,12 +245,12 @@ class InvoiceLine:
         """Usage above the included amount (nothing when unlimited)."""
         if self.included is None:
             return Decimal(0)
-        return max(Decimal(0), self.used - self.included)
+        return max(Decimal(0), EXACT.subtract(self.used, self.included))
 
     @property
     def amount(self) -> Decimal:
         """Exact price of the overage, not rounded (the invoice rounds once, on the total)."""
-        return self.overage * self.unit_price
+        return EXACT.multiply(self.overage, self.unit_price)
 
 
 @dataclass(frozen=True)
@@ -251,9 +268,10 @@ class Invoice:
     @property
     def total(self) -> Decimal:
         """Base price plus every line's exact amount, rounded half up to cents once."""
-        return (self.base_price + sum((line.amount for line in self.lines), Decimal(0))).quantize(
-            CENT, rounding=ROUND_HALF_UP
-        )
+        with localcontext(EXACT):
+            return (self.base_price + sum((line.amount for line in self.lines), Decimal(0))).quantize(
+                CENT, rounding=ROUND_HALF_UP
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; every number is a string so nothing passes through a float."""
@@ -282,7 +300,7 @@ class Invoice:
 
 def fmt(value: Decimal, places: int = 9) -> str:
     """A Decimal for people: at most ``places`` decimals, no exponent, no trailing zeros."""
-    text = format(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP), "f")
+    text = format(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=EXACT), "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
@@ -305,6 +323,13 @@ def compute_invoice(
     customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, totals: dict[str, Decimal]
 ) -> Invoice:
     """The invoice of ``customer_id`` for ``month`` from its summed usage ``totals`` (meter -> amount)."""
+    with localcontext(EXACT):
+        return _invoice(customer_id, month, terms, pricing, totals)
+
+
+def _invoice(
+    customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, totals: dict[str, Decimal]
+) -> Invoice:
     hours = Decimal(hours_in_month(month))
     base, limits = plan_limits(pricing, terms)
 

@@ -32,7 +32,14 @@ def _not_negative(value: timedelta) -> timedelta:
     return value
 
 
+def _whole_hours(value: timedelta) -> timedelta:
+    if value % timedelta(hours=1):
+        raise ValueError("must be a whole number of hours")
+    return value
+
+
 DelayDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
+HoursDuration = Annotated[Duration, AfterValidator(_whole_hours)]
 
 
 class BillingSettings(BaseSettings):
@@ -57,6 +64,46 @@ class BillingSettings(BaseSettings):
         None, description="TOML or JSON file with plans and prices; default: the original design's."
     )
     max_body_bytes: int = Field(8 * MIB, ge=1024, description="Largest accepted report body; larger ones get 413.")
+    max_window: HoursDuration = Field(
+        timedelta(hours=24),
+        description="Longest report window accepted (422 beyond), whole hours: at least the longest "
+        "metering.window of the exporters. Each hour of a window is stored as its own rows.",
+    )
+    max_customers_per_report: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Customers in one report part (413 beyond). The exporter splits reports at its "
+        "delivery.max_customers_per_part, 2,000 by default.",
+    )
+    max_rows_per_report: int = Field(
+        300_000,
+        ge=1,
+        description="Hourly usage rows one report part may become, customers x meters x window hours (413 "
+        "beyond): bounds the memory and time one request costs. The default takes 2,000 customers over 24 hours.",
+    )
+    max_window_age: Duration = Field(
+        timedelta(days=35),
+        description="Oldest window start accepted, counted back from the clock (422 beyond): Stripe takes meter "
+        "events of the past 35 days only. Raise it to backfill older usage: it is stored and invoiced, and its "
+        "Stripe events are marked expired, never sent with a moved timestamp.",
+    )
+    report_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Report parts parsed, validated and stored at once (parsing on worker threads, off the event "
+        "loop); the others wait their turn, and one cluster's parts go one at a time so no cluster starves another.",
+    )
+    request_timeout: Duration = Field(
+        timedelta(seconds=60),
+        description="Time a request's body may take to arrive once its headers have (408 beyond).",
+    )
+    idle_timeout: Duration = Field(
+        timedelta(seconds=75),
+        description="A connection that has not sent a whole request head this long after it opened or after its "
+        "last answer is closed: idle keep-alive connections, and heads trickling in.",
+    )
     stripe_api_key: str | None = Field(None, description="Stripe secret key; without it nothing is pushed.", repr=False)
     stripe_api_base: HttpUrl = Field("https://api.stripe.com", description="Base address of the Stripe API.")
     stripe_push_interval: Duration = Field(timedelta(seconds=60), description="Pause between two Stripe push rounds.")
@@ -125,7 +172,9 @@ def admin_token(settings: BillingSettings) -> str | None:
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    # surrogatepass: a header's bytes that are not UTF-8 arrive as lone surrogates; they are
+    # hashed (and match no token) instead of failing to encode, before anyone is authenticated.
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass(frozen=True)
@@ -141,7 +190,11 @@ class Credentials:
 
     @classmethod
     def build(cls, tokens: dict[str, str], admin: str | None) -> Credentials:
-        """Credentials from cluster -> token and the admin token."""
+        """Credentials from cluster -> token and the admin token (BillingConfigError if the admin's is a cluster's)."""
+        for cluster, token in tokens.items():
+            if admin is not None and hmac.compare_digest(_digest(token), _digest(admin)):
+                # That cluster would be an admin: it could rewrite any customer's terms.
+                raise BillingConfigError(f"the admin token is also the token of cluster {cluster}; give each its own")
         return cls({_digest(t): c for c, t in tokens.items()}, _digest(admin) if admin else None)
 
     def cluster_of(self, token: str) -> str | None:

@@ -9,9 +9,10 @@ duplicate, which we count as delivered, so nothing is billed twice.
 
 Values are integers: time-integrated meters in thousandths (cpu_hours -> milli-core-hours,
 memory_gb_hours -> milli-GB-hours, storage_gb_hours -> milli-GB-hours), counted meters as they are
-(bytes, requests); custom meters by their ``stripe_scale``. Timestamps are the hour's start,
-clamped into Stripe's window (past 35 days, not in the future) so late usage is billed late
-rather than refused.
+(bytes, requests); custom meters by their ``stripe_scale``. The timestamp is always the hour's
+start, never moved: usage stamped into another period would make Stripe and the invoice disagree.
+An event whose hour Stripe no longer takes (older than its 35 days, e.g. a backfill, or a backlog
+that waited too long) is marked ``expired`` instead, counted and logged; the invoice keeps it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from .storage import PendingEvent, Storage
 
 log = logging.getLogger("cluster_exporter.billing_api.stripe")
 
-# Stripe takes timestamps from the past 35 days; a day of margin covers clock skew and slow rounds.
-OLDEST_TIMESTAMP = timedelta(days=34)
+# Stripe takes timestamps from the past 35 days; a minute of margin covers the request on its way.
+STRIPE_MAX_AGE = timedelta(days=35) - timedelta(minutes=1)
 SEND_BATCH = 200
 CONCURRENCY = 8
 FIRST_BACKOFF_S = 30
@@ -45,9 +46,9 @@ EXPANSIONS_PER_ROUND = 1000
 Delivered = Literal["sent", "duplicate"]
 
 
-def event_timestamp(hour: int, now: int) -> int:
-    """The event's timestamp: the hour's start, clamped into Stripe's accepted window."""
-    return min(max(hour, now - int(OLDEST_TIMESTAMP.total_seconds())), now)
+def stripe_takes(hour: int, now: int) -> bool:
+    """Whether Stripe still takes an event stamped ``hour`` (the hour's start, never moved)."""
+    return hour >= now - int(STRIPE_MAX_AGE.total_seconds())
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -125,6 +126,7 @@ class RoundResult:
     duplicates: int = 0
     retried: int = 0
     failed: int = 0
+    expired: int = 0
     interrupted: bool = False
 
 
@@ -163,11 +165,25 @@ class StripePusher:
             events = await self.storage.due_events(now, SEND_BATCH)
             if not events:
                 break
-            await self._send_batch(events, now, result)
+            await self._expire([e for e in events if not stripe_takes(e.hour, now)], result)
+            await self._send_batch([e for e in events if stripe_takes(e.hour, now)], now, result)
+        if result.expired:
+            log.error(
+                "stripe: %d meter events of hours older than Stripe's 35 days expired unsent (a backfill, or a "
+                "backlog that waited too long); they stay on the invoice",
+                result.expired,
+            )
         self.metrics.stripe_pending.set(await self.storage.count_events("pending"))
         if not result.interrupted:
             self.metrics.stripe_last_round.set(now)
         return result
+
+    async def _expire(self, events: list[PendingEvent], result: RoundResult) -> None:
+        if not events:
+            return
+        await self.storage.mark_expired([e.id for e in events], "older than Stripe's 35 days: never sent")
+        result.expired += len(events)
+        self.metrics.stripe_events.labels("expired").inc(len(events))
 
     async def _send_batch(self, events: list[PendingEvent], now: int, result: RoundResult) -> None:
         slots = asyncio.Semaphore(CONCURRENCY)
@@ -178,7 +194,7 @@ class StripePusher:
                     return event, None
                 event_name = self.meters.get(event.meter, (event.meter, 1))[0]
                 try:
-                    return event, await self.sender.send(event, event_name, event_timestamp(event.hour, now))
+                    return event, await self.sender.send(event, event_name, event.hour)
                 except StripePushError as exc:
                     if exc.retryable:
                         result.interrupted = True
@@ -217,7 +233,7 @@ class StripePusher:
         while not stop.is_set():
             try:
                 result = await self.push_once()
-                if result.expanded or result.sent or result.retried or result.failed:
+                if result.expanded or result.sent or result.retried or result.failed or result.expired:
                     log.info("stripe: %s", result)
             except StorageError as exc:
                 log.error("stripe: push round failed: %s", exc)

@@ -36,6 +36,13 @@ def test_every_setting_from_its_environment_name(monkeypatch: pytest.MonkeyPatch
         "BILLING_STRIPE_API_BASE": "http://127.0.0.1:1/",
         "BILLING_STRIPE_PUSH_INTERVAL": "90s",
         "BILLING_STRIPE_SETTLE_DELAY": "0",
+        "BILLING_MAX_WINDOW": "2h",
+        "BILLING_MAX_CUSTOMERS_PER_REPORT": "5000",
+        "BILLING_MAX_ROWS_PER_REPORT": "100000",
+        "BILLING_MAX_WINDOW_AGE": "8760h",
+        "BILLING_REPORT_WORKERS": "4",
+        "BILLING_REQUEST_TIMEOUT": "30s",
+        "BILLING_IDLE_TIMEOUT": "10s",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -46,6 +53,13 @@ def test_every_setting_from_its_environment_name(monkeypatch: pytest.MonkeyPatch
     assert settings.pricing_file == tmp_path / "p.toml" and settings.max_body_bytes == 1 << 20
     assert (settings.stripe_api_key, settings.stripe_api_base) == ("sk_x", "http://127.0.0.1:1")
     assert settings.stripe_push_interval == timedelta(seconds=90) and settings.stripe_settle_delay == timedelta(0)
+    assert (settings.max_window, settings.max_window_age) == (timedelta(hours=2), timedelta(days=365))
+    assert (settings.max_customers_per_report, settings.max_rows_per_report, settings.report_workers) == (
+        5000,
+        100000,
+        4,
+    )
+    assert (settings.request_timeout, settings.idle_timeout) == (timedelta(seconds=30), timedelta(seconds=10))
 
     # Flags win over the environment; --token replaces BILLING_TOKENS (the file still adds to it).
     args = build_parser().parse_args(
@@ -53,12 +67,18 @@ def test_every_setting_from_its_environment_name(monkeypatch: pytest.MonkeyPatch
     )
     flagged = _settings(args)
     assert (flagged.port, flagged.host) == (0, "::1")
+    args = build_parser().parse_args(["billing-api", "serve", "--max-window", "3h", "--max-window-age", "1000h"])
+    assert (_settings(args).max_window, _settings(args).max_window_age) == (timedelta(hours=3), timedelta(hours=1000))
     assert cluster_tokens(flagged) == {"k8s-z": "tz", "k8s-y": "ty", "k8s-b": "tb", "k8s-c": "tc"}
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_billing_settings({})
     assert (settings.port, settings.database_url, settings.max_body_bytes) == (8080, "sqlite:///billing.db", 8 << 20)
+    assert (settings.max_window, settings.max_window_age) == (timedelta(hours=24), timedelta(days=35))
+    assert (settings.max_customers_per_report, settings.max_rows_per_report) == (10_000, 300_000)
+    with pytest.raises(BillingConfigError, match="max_window: Value error, must be a whole number of hours"):
+        load_billing_settings({"max_window": "90m"})
     assert settings.stripe_api_base == "https://api.stripe.com" and settings.stripe_api_key is None
     assert cluster_tokens(settings) == {} and admin_token(settings) is None
 

@@ -10,12 +10,6 @@ reports only (report rows x rows per report = usage rows), the killed request wa
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -23,7 +17,8 @@ import pytest
 
 from cluster_exporter.billing_api.storage import open_storage
 
-from .conftest import ADMIN, TOKENS
+from .conftest import TOKENS
+from .process import ServerProcess
 from .reports import report_body, usage
 
 EAST = "k8s-us-east-1"
@@ -32,41 +27,10 @@ ROWS_PER_REPORT = CUSTOMERS * 6
 T0 = datetime(2025, 11, 3, 0, tzinfo=UTC)
 
 
-class ServerProcess:
-    """``cluster-exporter billing-api serve`` in a child process on a free port."""
-
-    def __init__(self, database_url: str) -> None:
-        command = [sys.executable, "-c", "import sys; from cluster_exporter.cli import main; sys.exit(main())"]
-        command += ["billing-api", "serve", "--host", "127.0.0.1", "--port", "0", "--database-url", database_url]
-        command += ["--token", f"{EAST}={TOKENS[EAST]}", "--admin-token", ADMIN, "--max-body-bytes", str(64 << 20)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BILLING_")}
-        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        self.log: list[str] = []
-        self._listening = threading.Event()
-        self.url = ""
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        if not self._listening.wait(60):
-            self.proc.kill()
-            raise AssertionError(f"server did not start: {self.log[-5:]}")
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line.rstrip())
-            match = re.search(r"listening on (http://\S+)", line)
-            if match:
-                self.url = match.group(1)
-                self._listening.set()
-
-    def kill9(self) -> None:
-        """SIGKILL: no cleanup of any kind."""
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(30)
-
-    def terminate(self) -> int:
-        """SIGTERM, the graceful stop; returns the exit code."""
-        self.proc.terminate()
-        return self.proc.wait(60)
+def server_process(database_url: str) -> ServerProcess:
+    """The server under test: 20,000 customers in one part (a long batch to kill), of November 2025 (a backfill)."""
+    flags = ["--max-body-bytes", str(64 << 20), "--max-customers-per-report", str(CUSTOMERS)]
+    return ServerProcess(database_url, *flags, "--max-window-age", "876000h")
 
 
 async def _batch_in_progress(session: aiohttp.ClientSession, url: str) -> bool:
@@ -95,7 +59,7 @@ async def test_kill_9_during_batch_leaves_whole_reports_only(database_url: str) 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         for attempt, delay in enumerate((0.0, 0.1, 0.3)):
             body = report_body(EAST, T0 + timedelta(hours=attempt), customers)
-            server = ServerProcess(database_url)
+            server = server_process(database_url)
             post = asyncio.create_task(_post(session, server.url, body))
             deadline = asyncio.get_running_loop().time() + 60
             while not await _batch_in_progress(session, server.url):
@@ -118,7 +82,7 @@ async def test_kill_9_during_batch_leaves_whole_reports_only(database_url: str) 
             rolled_back += answer != 201 and stats["reports"] == stored
 
             # The exporter resends after the failure: stored exactly once by a restarted server.
-            server = ServerProcess(database_url)
+            server = server_process(database_url)
             again = await _post(session, server.url, body)
             assert again == (201 if stats["reports"] == stored else 200), server.log[-3:]
             assert await _post(session, server.url, body) == 200

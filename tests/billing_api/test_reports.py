@@ -25,6 +25,7 @@ EMPTY = {
     "events_pending": 0,
     "events_sent": 0,
     "events_failed": 0,
+    "events_expired": 0,
 }
 
 

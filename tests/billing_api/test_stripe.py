@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cluster_exporter.billing_api.stripe_push import backoff_seconds, event_timestamp
+from cluster_exporter.billing_api.stripe_push import backoff_seconds, stripe_takes
 
 from .conftest import TOKENS, Server, start_server, stop_server
 from .reports import report_body, usage
@@ -96,10 +96,16 @@ async def test_stripe_down_then_up_every_event_once(database_url: str) -> None:
         for cluster, start, customers in reports:  # Stripe is down: every report is still taken at once
             assert (await server.post_report(report_body(cluster, start, customers), TOKENS[cluster]))[0] == 201
 
-        # Down: tried, nothing delivered, everything waits in the outbox.
+        # Down: tried, nothing delivered, everything waits in the outbox; but the 40-day-old hour
+        # (a backfill) is one Stripe no longer takes: expired at once, never sent with a moved time.
         await eventually(lambda: _true_if(stripe.attempts >= 1), "a first attempt")
-        await eventually(lambda: _pending_is(server, 9), "9 events in the outbox")
+        await eventually(lambda: _pending_is(server, 8), "8 events in the outbox")
         assert not stripe.events and (await outbox(server))["reports_not_expanded"] == 0
+        assert (await outbox(server))["events_expired"] == 1
+        expired = server.registry.get_sample_value(
+            "cluster_exporter_billing_api_stripe_events_total", {"outcome": "expired"}
+        )
+        assert expired == 1
 
         # Stripe takes events but the responses are lost: the pusher must not count them as delivered.
         stripe.mode = "lose_responses"
@@ -110,9 +116,8 @@ async def test_stripe_down_then_up_every_event_once(database_url: str) -> None:
         # Up again; retries come due; the lost ones are refused as duplicates and count as delivered.
         stripe.mode = "up"
         clock.offset += timedelta(hours=2)
-        await eventually(lambda: _sent_and_failed(server, 7, 1), "7 events sent and 1 refused for good")
+        await eventually(lambda: _sent_and_failed(server, 6, 1), "6 events sent and 1 refused for good")
         assert stripe.duplicates >= 1
-        now = int(clock().timestamp())
         t0, t1 = int(h0.timestamp()), int(h1.timestamp())
         expected = {
             ("cus_a", "cpu_hours", t0): [1750],  # 1.5 + 0.25 core-hours from two clusters, in milli-core-hours
@@ -123,17 +128,14 @@ async def test_stripe_down_then_up_every_event_once(database_url: str) -> None:
             ("cus_b", "storage_gb_hours", t0): [10250],  # 10.25 GB-hours
         }
         got = recorded(stripe)
-        # 40 days old: stamped 34 days before the (server's) time it was first sent, inside Stripe's window.
-        [(old_key, old_values)] = [(k, v) for k, v in got.items() if k[0] == "cus_old"]
-        assert old_key[1:2] == ("network_bytes_received",) and old_values == [5]
-        assert int(old.timestamp()) < old_key[2] and old_key[2] + 34 * 86400 <= now
-        assert {k: v for k, v in got.items() if k[0] != "cus_old"} == expected
+        assert got == expected  # nothing of cus_old, every timestamp the hour's own start
         assert stripe.refused == []
+        assert (await outbox(server))["events_expired"] == 1
 
         # A customer gets its Stripe id: its queued usage goes out. A wrong id, corrected, is retried.
         await put(server, "cust_later", stripe_customer_id="cus_later")
         await put(server, "cust_bad", stripe_customer_id="cus_fixed")
-        await eventually(lambda: _sent_and_failed(server, 9, 0), "the queued and the corrected events")
+        await eventually(lambda: _sent_and_failed(server, 8, 0), "the queued and the corrected events")
         got = recorded(stripe)
         assert got[("cus_later", "cpu_hours", t0)] == [3000]
         assert got[("cus_fixed", "http_requests", t0)] == [9]
@@ -141,9 +143,9 @@ async def test_stripe_down_then_up_every_event_once(database_url: str) -> None:
         # Usage for an hour already pushed, from a third cluster: one more event with the difference.
         late = report_body(SOUTH, h0, {"cust_a": usage(cpu=0.5)})
         assert (await server.post_report(late, TOKENS[SOUTH]))[0] == 201
-        await eventually(lambda: _sent_and_failed(server, 10, 0), "the late event")
+        await eventually(lambda: _sent_and_failed(server, 9, 0), "the late event")
         assert sorted(recorded(stripe)[("cus_a", "cpu_hours", t0)]) == [500, 1750]
-        assert len(stripe.events) == 10 and (await outbox(server))["events_pending"] == 0
+        assert len(stripe.events) == 9 and (await outbox(server))["events_pending"] == 0
         assert server.registry.get_sample_value("cluster_exporter_billing_api_stripe_events_total", {"outcome": "sent"})
     finally:
         await stop_server(server)
@@ -163,10 +165,8 @@ async def _sent_and_failed(server: Server, sent: int, failed: int) -> bool:
     return state["events_sent"] == sent and state["events_failed"] == failed
 
 
-def test_timestamps_and_backoff() -> None:
+def test_stripe_window_and_backoff() -> None:
     now = 1_800_000_000
-    hour = now - 7200
-    assert event_timestamp(hour, now) == hour
-    assert event_timestamp(now - 40 * 86400, now) == now - 34 * 86400
-    assert event_timestamp(now + 3600, now) == now
+    assert stripe_takes(now - 7200, now) and stripe_takes(now - 34 * 86400, now)
+    assert not stripe_takes(now - 35 * 86400, now) and not stripe_takes(now - 40 * 86400, now)
     assert [backoff_seconds(n) for n in (1, 2, 3, 8, 20)] == [30, 60, 120, 3600, 3600]

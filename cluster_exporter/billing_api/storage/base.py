@@ -5,6 +5,14 @@ keyed (report_id, part) and its usage rows are keyed (customer, hour, meter, clu
 inserted in one transaction. Of two concurrent sends of the same part, the second blocks on the
 first's key and then fails on it; only then does it read the stored digest to answer 200 (same
 content) or 409 (different). A batch is all or nothing because it is one transaction.
+
+The one check no constraint expresses, that every part of a report agrees on ``parts``, runs
+under a lock on the report id (``lock_report``: PostgreSQL's transaction-scoped advisory lock;
+SQLite's transactions are serial already), so parts sent at once to several replicas cannot
+each miss the other.
+
+Usage rows are built lazily from the report, on the backend's own thread (SQLite) or on a worker
+thread (PostgreSQL's COPY text), never as one list on the event loop.
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any, Literal, Protocol
 
+from ..decimals import EXACT, text
 from ..errors import RequestRejected, UniqueViolation
 from ..models import ReportIn
 from ..pricing import CustomerTerms
@@ -25,7 +34,8 @@ from ..pricing import CustomerTerms
 Verdict = Literal["created", "duplicate"]
 USAGE_COLUMNS = ("customer_id", "hour", "meter", "cluster_id", "amount", "report_row")
 EVENT_COLUMNS = ("customer_id", "meter", "hour", "seq", "value", "identifier", "next_attempt_at")
-STATUSES = ("pending", "sent", "failed")
+# expired: older than Stripe takes when its turn came; never sent with a moved timestamp
+STATUSES = ("pending", "sent", "failed", "expired")
 
 
 class Tx(Protocol):
@@ -43,8 +53,12 @@ class Tx(Protocol):
         """Run a query and return its first row."""
         ...
 
-    async def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert many rows at once (the fastest way each database has)."""
+    async def insert_many(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Insert many rows at once (the fastest way each database has), consuming ``rows`` off the event loop."""
+        ...
+
+    async def lock_report(self, report_id: str) -> None:
+        """Hold every other transaction storing a part of ``report_id`` until this one ends."""
         ...
 
 
@@ -103,6 +117,7 @@ class Storage(ABC):
         """Store one report part with all its usage, or nothing; see the module docstring."""
         try:
             async with self.transaction() as tx:
+                await tx.lock_report(report.report_id)
                 other = await tx.fetchone(
                     "SELECT part, parts FROM reports WHERE report_id = ? AND parts <> ? LIMIT 1",
                     (report.report_id, report.parts),
@@ -127,11 +142,7 @@ class Storage(ABC):
                     ),
                 )
                 assert row is not None
-                rows = [
-                    (customer, hour, meter, report.cluster_id, str(amount), row[0])
-                    for customer, hour, meter, amount in report.hourly_rows()
-                ]
-                await tx.insert_many("usage", USAGE_COLUMNS, rows)
+                await tx.insert_many("usage", USAGE_COLUMNS, _usage_rows(report, row[0]))
             return "created"
         except UniqueViolation:
             pass
@@ -206,16 +217,18 @@ class Storage(ABC):
     async def usage_totals(self, customer_id: str, start: int, end: int) -> dict[str, Decimal]:
         """meter -> the customer's usage summed over every cluster and hour in [start, end)."""
         totals: dict[str, Decimal] = {}
-        for _hour, meter, amount in await self._usage_rows(customer_id, start, end):
-            totals[meter] = totals.get(meter, Decimal(0)) + amount
+        with localcontext(EXACT):  # sums of a month's rows, never rounded
+            for _hour, meter, amount in await self._usage_rows(customer_id, start, end):
+                totals[meter] = totals.get(meter, Decimal(0)) + amount
         return totals
 
     async def hourly_usage(self, customer_id: str, start: int, end: int) -> dict[int, dict[str, Decimal]]:
         """hour -> meter -> the customer's usage in that hour, summed over clusters."""
         hours: dict[int, dict[str, Decimal]] = {}
-        for hour, meter, amount in await self._usage_rows(customer_id, start, end):
-            meters = hours.setdefault(hour, {})
-            meters[meter] = meters.get(meter, Decimal(0)) + amount
+        with localcontext(EXACT):
+            for hour, meter, amount in await self._usage_rows(customer_id, start, end):
+                meters = hours.setdefault(hour, {})
+                meters[meter] = meters.get(meter, Decimal(0)) + amount
         return hours
 
     async def _usage_rows(self, customer_id: str, start: int, end: int) -> list[tuple[int, str, Decimal]]:
@@ -278,7 +291,7 @@ class Storage(ABC):
                 (report_row,),
             ):
                 key = (customer, meter, int(hour))
-                totals[key] = totals.get(key, Decimal(0)) + decimal(amount)
+                totals[key] = EXACT.add(totals.get(key, Decimal(0)), decimal(amount))
             pushed: dict[tuple[str, str, int], tuple[int, int]] = {}
             for customer, meter, hour, value, seq in await tx.fetchall(
                 f"SELECT x.customer_id, x.meter, x.hour, x.value, x.seq FROM {join.format(t='stripe_events')}"
@@ -292,7 +305,7 @@ class Storage(ABC):
             for (customer, meter, hour), amount in sorted(totals.items()):
                 if meter not in stripe_meters:
                     continue
-                units = int((amount * stripe_meters[meter][1]).to_integral_value(rounding=ROUND_HALF_EVEN))
+                units = int(EXACT.multiply(amount, stripe_meters[meter][1]).to_integral_value(rounding=ROUND_HALF_EVEN))
                 done, last = pushed.get((customer, meter, hour), (0, 0))
                 if units > done:
                     seq = last + 1
@@ -341,6 +354,17 @@ class Storage(ABC):
                 (next_attempt_at, error, event_id),
             )
 
+    async def mark_expired(self, ids: Sequence[int], error: str) -> None:
+        """Give up events Stripe no longer takes (older than its 35 days): their time is never moved."""
+        async with self.transaction() as tx:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                await tx.execute(
+                    f"UPDATE stripe_events SET status = 'expired', last_error = ? WHERE id IN ({marks})",
+                    (error, *chunk),
+                )
+
     async def mark_failed(self, event_id: int, error: str) -> None:
         """Stop trying an event Stripe refused for good (requeued by the customer's next PUT)."""
         async with self.transaction() as tx:
@@ -348,6 +372,11 @@ class Storage(ABC):
                 "UPDATE stripe_events SET status = 'failed', attempts = attempts + 1, last_error = ? WHERE id = ?",
                 (error, event_id),
             )
+
+
+def _usage_rows(report: ReportIn, report_row: int) -> Iterator[tuple[str, int, str, str, str, int]]:
+    for customer, hour, meter, amount in report.hourly_rows():
+        yield customer, hour, meter, report.cluster_id, text(amount), report_row
 
 
 def _opt_str(value: Decimal | None) -> str | None:

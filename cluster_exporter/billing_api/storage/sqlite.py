@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,11 +41,15 @@ class _SqliteTx:
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         return await self._storage._call(lambda conn: conn.execute(sql, tuple(params)).fetchone())
 
-    async def insert_many(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        if not rows:
-            return
+    async def insert_many(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        # executemany pulls the rows one by one on the connection's thread: a lazy iterable is
+        # built there, off the event loop, and never held whole in memory.
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
         await self._storage._call(lambda conn: conn.executemany(sql, rows))
+
+    async def lock_report(self, report_id: str) -> None:
+        # BEGIN IMMEDIATE on the one connection: transactions are serial already.
+        return None
 
 
 class SqliteStorage(Storage):
