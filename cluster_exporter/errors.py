@@ -13,7 +13,7 @@
     ├── NoDataError                    no container samples in the window: a broken pipeline
     ├── LayoutError                    exit 6: the data's layout does not match the settings
     ├── DeliveryError                  the billing API did not take a report
-    │   └── PermanentDeliveryError     a 4xx other than 429: retrying cannot help
+    │   └── PermanentDeliveryError     a 4xx other than 408 and 429: retrying cannot help
     ├── state.StateError               the watermark/spool could not be read or written
     │   ├── StateConflictError         another replica wrote the state in between
     │   ├── StateTooLargeError         the ConfigMap backend's size limit
@@ -127,4 +127,4 @@ class DeliveryError(ExporterError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """The billing API rejected a report for good (4xx other than 429)."""
+    """The billing API rejected a report for good (4xx other than 408 and 429)."""

@@ -32,8 +32,9 @@ T = TypeVar("T")
 
 
 def retryable_status(status: int) -> bool:
-    """True for the statuses another attempt may fix: 429 and every 5xx."""
-    return status == 429 or status >= 500
+    """True for the statuses another attempt may fix: 408 (the request was too slow this time),
+    429 and every 5xx."""
+    return status in (408, 429) or status >= 500
 
 
 def parse_retry_after(header: str | None, now: datetime) -> float | None:

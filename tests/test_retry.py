@@ -15,7 +15,17 @@ POLICY = Policy(initial=1.0, maximum=8.0, retry_after_max=30.0, attempts=5)
 
 @pytest.mark.parametrize(
     ("status", "retryable"),
-    [(500, True), (502, True), (503, True), (429, True), (400, False), (401, False), (403, False), (404, False)],
+    [
+        (500, True),
+        (502, True),
+        (503, True),
+        (429, True),
+        (408, True),
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+    ],
 )
 def test_what_is_retryable(status: int, retryable: bool) -> None:
     assert retryable_status(status) is retryable

@@ -106,6 +106,8 @@ async def bill(settings: Settings, reports: list[UsageReport], workdir: Path) ->
             "tokens": f"{settings.cluster_id}=demo-token",
             "admin_token": "demo-admin",
             "pricing_file": pricing,
+            # the demo's history is from 2025-11-20: a backfill, older than Stripe's 35 days
+            "max_window_age": "876000h",
         }
     )
     listening: asyncio.Future[str] = asyncio.get_running_loop().create_future()
