@@ -151,12 +151,14 @@ class PrometheusSettings(_Group):
         "to fit (VictoriaMetrics refuses queries over -search.maxQueryLen, 16384 by default).",
     )
     max_item_bytes: int = Field(
-        8 * 1024 * 1024,
+        1024 * 1024,
         ge=64 * 1024,
         le=64 * 1024 * 1024,
         description="Largest single element of an answer (one series with its samples, or the envelope around the "
-        "result list), in bytes: what the exporter holds of an answer at once. A series of 24 hours of 1s samples "
-        "is about 3 MB; a larger element fails the window.",
+        "result list), in bytes: what the exporter holds of an answer at once, and parses again while it is "
+        "incomplete (about ten times its size in objects). The largest series a window reads, its raw samples over "
+        "the window and 10 minutes, is about 15 KB at 10s scrapes for a 1h window and 150 KB for a 24h window at "
+        "15s; a larger element fails the window.",
     )
     max_answer_bytes: int = Field(
         1024**3,
