@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cluster_exporter.sources.answer_stream import MalformedAnswer, stream_result_items
 
@@ -117,3 +120,38 @@ async def test_every_chunk_is_counted_before_it_is_parsed() -> None:
     with pytest.raises(Stop):
         await stream_result_items(_parts(*body), items.append, spend)
     assert items == [], "the chunk over budget was not parsed"
+
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+JSON = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(st.dictionaries(st.text(max_size=10), JSON, max_size=4), max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=30),
+    indent=st.sampled_from([None, 0, 2]),
+    extra=st.dictionaries(st.sampled_from(["warnings", "stats", "infos"]), JSON, max_size=2),
+)
+def test_any_answer_cut_anywhere_streams_its_items_whole(
+    items: list[dict[str, Any]], cuts: list[int], indent: int | None, extra: dict[str, Any]
+) -> None:
+    """Property: whatever the items (strings with brackets, quotes and escapes, nesting), however
+    the body is cut into chunks and laid out, every item arrives once, whole and in order, and the
+    envelope comes back with an empty list."""
+    answer = {"status": "success", "data": {"resultType": "vector", "result": items}, **extra}
+    body = json.dumps(answer, indent=indent).encode()
+    parts, at = [], 0
+    for cut in itertools.cycle(cuts):
+        if at >= len(body):
+            break
+        parts.append(body[at : at + cut])
+        at += cut
+    got: list[Any] = []
+    envelope = asyncio.run(stream_result_items(_parts(*parts), got.append))
+    assert got == items
+    assert envelope == {**answer, "data": {"resultType": "vector", "result": []}}
