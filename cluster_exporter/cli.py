@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import signal
 import sys
@@ -38,6 +39,35 @@ COMMON_FLAGS: dict[str, tuple[str, str]] = {
     "--billing-api-token-file": ("billing_api.token_file", "file holding the billing API token"),
     "--http-source": ("metering.http_source", "nginx, istio or none"),
 }
+
+
+# What only an extra installs (pyproject.toml's optional-dependencies): import name -> extra.
+EXTRA_MODULES: dict[str, str] = {"stripe": "billing", "psycopg": "billing"}
+# Commands checked for their extra before they start (the demo would otherwise fail only after
+# metering its windows, when it starts the billing API): command -> import names.
+COMMAND_NEEDS: dict[str, tuple[str, ...]] = {"billing-api serve": ("stripe",), "demo": ("stripe",)}
+
+
+class MissingDependencyError(UsageError):
+    """A dependency of this command is not installed; the message names what to install."""
+
+    def __init__(self, module: str, command: str) -> None:
+        extra = EXTRA_MODULES.get(module)
+        if extra is not None:
+            fix = f"pip install 'cluster-exporter[{extra}]'"
+        else:  # a base dependency: the installation is incomplete (e.g. pip install --no-deps)
+            fix = "reinstall it with its dependencies: pip install cluster-exporter"
+        super().__init__(f"{command} needs {module}, which is not installed: {fix}")
+
+
+def _check_installed(command: str) -> None:
+    for module in COMMAND_NEEDS.get(command, ()):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(module, command)
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return " ".join(part for part in (args.command, getattr(args, "billing_command", None)) if part)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,8 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: returns the process exit code."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C
     fix_mmap_threshold()
+    command = "cluster-exporter"
     try:
         args = build_parser().parse_args(argv)
+        command = _command_name(args)
+        _check_installed(command)
         if args.command == "config-reference":
             from .config_reference import markdown
 
@@ -227,6 +260,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.format, args.workdir)
         settings = load_settings(_overrides(args), config_file=args.config)
         return COMMANDS[args.command](args, settings)
+    except ModuleNotFoundError as exc:
+        module = (exc.name or "").partition(".")[0]
+        if not module or module == __package__:
+            raise  # one of our own modules: a bug, worth its traceback
+        error = MissingDependencyError(module, command)
+        print(f"cluster-exporter: error: {error}", file=sys.stderr)
+        return error.exit_code
     except ExporterError as exc:
         print(f"cluster-exporter: error: {exc}", file=sys.stderr)
         return exc.exit_code

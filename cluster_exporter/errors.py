@@ -2,6 +2,7 @@
 
     ExporterError                      exit 1 unless said otherwise
     ├── UsageError                     exit 2: bad flags, bad config, bad times
+    │   └── cli.MissingDependencyError a command's optional dependency is not installed (names the extra)
     ├── SourceError                    a data source failed: never turn this into a zero
     │   ├── PrometheusError            unreachable, HTTP error, malformed/partial body, NaN
     │   └── KubernetesError            kubeconfig missing or bad, an answer that is not what was asked

@@ -1,8 +1,8 @@
 """The Dockerfile: hadolint clean at its warning level, and built the way the chart expects.
 
-No container engine runs in CI, so the image itself is not built here; these checks hold the
-Dockerfile to what the chart and docs/image.md rely on (multi-stage, wheels built in the first stage,
-a slim Python 3.11 base, the chart's uid, exec-form entrypoint, no HEALTHCHECK).
+These checks read the Dockerfile (multi-stage, wheels built in the first stage, a slim Python 3.11
+base by default, no pip in the runtime virtualenv, the chart's uid, exec-form entrypoint, no
+HEALTHCHECK); test_image_run.py builds the image with podman and runs it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ def test_multi_stage_slim_python_311_with_wheels_built_first() -> None:
     assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?", image), image
     build_runs = " ".join(rest for word, rest in build if word == "RUN")
     assert "pip wheel" in build_runs and "--no-index" in build_runs, "wheels first, then an offline install"
+    assert "venv --without-pip /opt/cluster-exporter" in build_runs, "the runtime virtualenv carries no pip"
     assert not [rest for word, rest in final if word == "RUN"], "the final stage runs nothing (no shell needed)"
     assert [rest for word, rest in final if word == "COPY"] == [
         "--from=build /opt/cluster-exporter /opt/cluster-exporter"
@@ -81,7 +82,15 @@ def test_multi_stage_slim_python_311_with_wheels_built_first() -> None:
 def test_installs_the_billing_extra_so_one_image_serves_both() -> None:
     build_runs = " ".join(rest for word, rest in stages()[0] if word == "RUN")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert "billing" in extras and ".[billing]" in build_runs
+    assert "billing" in extras and '["optional-dependencies"]["billing"]' in build_runs
+
+
+def test_pip_configuration_is_mounted_not_copied() -> None:
+    """The host's index and CA bundle reach pip through a mounted file (scripts/image), never a layer."""
+    build = stages()[0]
+    assert ("ARG", "PIP_CONFIG_FILE") in build
+    copied = " ".join(rest for word, rest in instructions() if word in ("COPY", "ADD"))
+    assert "pip.conf" not in copied and ".pem" not in copied and ".crt" not in copied
 
 
 def test_runs_as_the_charts_non_root_uid() -> None:
