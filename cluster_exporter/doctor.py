@@ -25,6 +25,7 @@ from typing import Any, Literal
 from .errors import ExporterError, KubernetesError, PrometheusError, WindowNotReadyError
 from .metering import plan as q
 from .metering.checks import MeterCheck
+from .metering.rules import first_set
 from .metering.window import all_meters, check_ready, make_window, measure_window, window_bounds
 from .report import format_time
 from .settings import KubernetesSettings, Settings
@@ -228,7 +229,7 @@ async def _namespace_labels(d: Diagnosis, prometheus: PrometheusClient, w: q.Win
     ksm = KsmFinding(q.ksm_label_name(label_key))
 
     def on_sample(labels: dict[str, str], value: float) -> None:
-        namespace = labels.get("exported_namespace") or labels.get("namespace", "")
+        namespace = first_set(labels, q.NAMESPACE_LABELS)
         ksm.renamed += bool(labels.get("exported_namespace"))
         ksm.namespaces.add(namespace)
         if labels.get(ksm.label):

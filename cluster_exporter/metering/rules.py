@@ -105,32 +105,26 @@ def _split(samples: Samples, at: float, w: Window) -> int | None:
     return i
 
 
-def _around(samples: Samples, at: float, w: Window) -> tuple[float, float, float, float] | None:
-    """(tb, vb, ta, va): the samples just before (or at) and just after ``at`` (``_split``)."""
+def _around(samples: Samples, at: float, w: Window) -> tuple[int, float, float, float, float] | None:
+    """(i, tb, vb, ta, va): the samples just before (or at) and just after ``at`` (``_split``)."""
     i = _split(samples, at, w)
     if i is None:
         return None
     (tb, vb), (ta, va) = samples[i - 1], samples[i]
-    return tb, vb, ta, va
+    return i, tb, vb, ta, va
 
 
 def counter_at_boundary(samples: Samples, at: float, w: Window) -> float | None:
     """B(at) of a series alive across ``at``, from its samples in [at - search, at + search];
     None when these do not show it alive across ``at`` (it started or stopped near ``at``, or a
     gap straddles it: the series is metered from its raw samples)."""
-    pair = _around(samples, at, w)
-    return None if pair is None else _between(*pair, at)
+    around = _around(samples, at, w)
+    return None if around is None else _between(*around[1:], at)
 
 
 # Two sample spacings differing by at most this (seconds) are equal: Prometheus stores
 # timestamps in whole milliseconds.
 EVEN = 0.0015
-
-
-def _spacing_spread(samples: Samples) -> tuple[float, float]:
-    """The shortest and longest spacing between consecutive samples (0, 0 with fewer than two)."""
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(samples)]
-    return (min(gaps), max(gaps)) if gaps else (0.0, 0.0)
 
 
 # What a regular gauge's boundaries contribute, from its samples around them:
@@ -145,37 +139,35 @@ GaugeEnd = tuple[float, float, float, float, float]
 
 
 def _even(samples: Samples, spacing: float) -> float:
-    shortest, longest = _spacing_spread(samples)
-    return 1.0 if spacing - shortest <= EVEN and longest - spacing <= EVEN else 0.0
+    """1.0 if every spacing between consecutive ``samples`` is ``spacing`` to the millisecond."""
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(samples)]
+    return 1.0 if not gaps or (spacing - min(gaps) <= EVEN and max(gaps) - spacing <= EVEN) else 0.0
 
 
-def _interpolated(samples: Samples, at: float, w: Window) -> tuple[int, float, float, float, float, float] | None:
-    """(i, tb, vb, ta, va, value at ``at``): the samples around ``at`` (``_split``) and the line
-    between them, or None when the series is not alive across ``at``."""
-    i = _split(samples, at, w)
-    if i is None:
-        return None
-    (tb, vb), (ta, va) = samples[i - 1], samples[i]
-    return i, tb, vb, ta, va, vb + (va - vb) * (at - tb) / (ta - tb)
+def _on_line(tb: float, vb: float, ta: float, va: float, at: float) -> float:
+    """A gauge's value at ``at`` on the straight line between two of its samples."""
+    return vb + (va - vb) * (at - tb) / (ta - tb)
 
 
 def gauge_start(samples: Samples, w: Window) -> GaugeStart | None:
     """A gauge's piece at T0 from its samples around T0, or None (not alive across T0). Evenness
     is read on the samples from the one before T0 on."""
-    around = _interpolated(samples, w.start, w)
+    around = _around(samples, w.start, w)
     if around is None:
         return None
-    i, tb, _, ta, va, at_t0 = around
+    i, tb, vb, ta, va = around
+    at_t0 = _on_line(tb, vb, ta, va, w.start)
     return ta, va, ta - tb, (ta - w.start) * (at_t0 + va) / 2, _even(samples[i - 1 :], ta - tb)
 
 
 def gauge_end(samples: Samples, w: Window) -> GaugeEnd | None:
     """A gauge's piece at T1 from its samples around T1, or None (not alive across T1). Evenness
     is read on the samples up to the one after T1."""
-    around = _interpolated(samples, w.end, w)
+    around = _around(samples, w.end, w)
     if around is None:
         return None
-    i, tb, vb, ta, _, at_t1 = around
+    i, tb, vb, ta, va = around
+    at_t1 = _on_line(tb, vb, ta, va, w.end)
     return tb, vb, (w.end - tb) * (vb + at_t1) / 2, ta - tb, _even(samples[: i + 1], ta - tb)
 
 
@@ -200,14 +192,19 @@ def gauge_closed_form(start: Sequence[float], end: Sequence[float], total: float
     return left + interior + right
 
 
-def namespace_of(meter: Meter, labels: Mapping[str, str]) -> str:
-    """The tenant namespace a series is attributed to: the first of the meter's namespace labels
-    set on it, or "" (unattributed)."""
-    for name in meter.namespace_labels:
+def first_set(labels: Mapping[str, str], names: Sequence[str]) -> str:
+    """The value of the first of ``names`` set (non-empty) on ``labels``, or ""."""
+    for name in names:
         value = labels.get(name)
         if value:
             return value
     return ""
+
+
+def namespace_of(meter: Meter, labels: Mapping[str, str]) -> str:
+    """The tenant namespace a series is attributed to: the first of the meter's namespace labels
+    set on it, or "" (unattributed)."""
+    return first_set(labels, meter.namespace_labels)
 
 
 def unit_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -226,7 +223,7 @@ def view_rank(meter: Meter, labels: Mapping[str, str]) -> int:
     return order.index(value) if value in order else len(order)
 
 
-def _copy_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+def copy_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """Series with the same key are copies of one series: the same unit, the same view."""
     key = unit_key(meter, labels)
     return (*key, ("", str(view_rank(meter, labels)))) if meter.prefer is not None else key
@@ -245,11 +242,7 @@ def with_value_before(samples: Samples, before: float | None, w: Window) -> Samp
 def _alive(samples: Samples, at: float, w: Window) -> bool:
     """Whether a series shows a value at ``at`` from its own samples: one at ``at``, or one on
     each side at most max_gap apart (not a value held over a longer gap, nor before its start)."""
-    times = [t for t, _ in samples]
-    i = bisect.bisect_right(times, at)
-    if i and times[i - 1] == at:
-        return True
-    return 0 < i < len(times) and times[i] - times[i - 1] <= w.max_gap
+    return _split(samples, at, w) is not None or any(t == at for t, _ in samples)
 
 
 def merged_usage(kind: str, series: Sequence[Samples], w: Window) -> float:

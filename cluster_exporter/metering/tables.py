@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from .plan import Meter, Window
-from .rules import RawSeries, Samples, UnitKey, _copy_key, merged_usage, namespace_of, unit_key, view_rank
+from .rules import RawSeries, Samples, UnitKey, copy_key, merged_usage, namespace_of, unit_key, view_rank
 
 
 def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
@@ -158,7 +158,7 @@ class UnitTotals:
     def _ids(self, labels: Mapping[str, str]) -> tuple[tuple[int, int], int, int]:
         """(copy id, unit id, rank of the view) of a series."""
         meter = self.meter
-        copy_id = _id(_copy_key(meter, labels))
+        copy_id = _id(copy_key(meter, labels))
         if not self._views:
             return copy_id, copy_id[0], 0
         return copy_id, hash(unit_key(meter, labels)), view_rank(meter, labels)

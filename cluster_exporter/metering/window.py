@@ -20,7 +20,7 @@ from ..times import BadTime, parse_rfc3339
 from . import plan as q
 from .checks import MeterCheck, check_attribution, check_pipelines
 from .fold import meter_amounts
-from .rules import NamespaceOwners, customer_usage, namespace_of
+from .rules import NamespaceOwners, customer_usage, first_set, namespace_of
 from .tables import AmountTable, Names
 
 CPU = "cpu_hours"
@@ -218,7 +218,7 @@ class _Owners:
         self.historical: dict[str, str] = {}
 
     def sample(self, labels: dict[str, str], value: float) -> None:
-        namespace = labels.get("exported_namespace") or labels.get("namespace")
+        namespace = first_set(labels, q.NAMESPACE_LABELS)
         if namespace:
             self.historical[namespace] = labels.get(self.ksm_label, "")
 
