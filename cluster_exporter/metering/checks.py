@@ -40,6 +40,17 @@ class MeterCheck:
     longest_gap: float = 0.0  # the longest spacing between two samples of one series seen
     copies: int = 0  # series alive across the window that were copies of another (two jobs, HA replicas)
 
+    def saw_series(self, labels: Mapping[str, str]) -> None:
+        """Count one series (or one row of a template meter's answer): which namespace label
+        attributed it, or, when none of them is set, the label names it carries instead."""
+        self.series += 1
+        used = next((name for name in self.namespace_labels if labels.get(name)), None)
+        if used is not None:
+            self.label_used[used] += 1
+        else:
+            self.unattributed_series += 1
+            self.labels_found.update(name for name in labels if name != "__name__")
+
     def saw_spacing(self, seconds: float) -> None:
         """Record the distance between two consecutive samples of one series."""
         if len(self.spacings) < SPACINGS_KEPT:

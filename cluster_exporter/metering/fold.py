@@ -20,7 +20,7 @@ from ..errors import PrometheusError
 from ..sources.prometheus import PrometheusClient
 from . import plan as q
 from .checks import MeterCheck
-from .rules import counter_at_boundary, gauge_closed_form, gauge_end, gauge_start, namespace_of, with_value_before
+from .rules import counter_at_boundary, gauge_closed_form, gauge_end, gauge_start, with_value_before
 from .tables import AmountTable, Names, RawUnits, SeriesIndex, UnitTotals, series_id
 
 # Units per raw-sample fetch: their samples are held while the fetch streams in (16 bytes a
@@ -68,16 +68,6 @@ async def meter_amounts(
     return result
 
 
-def _saw_series(check: MeterCheck, meter: q.Meter, labels: dict[str, str]) -> None:
-    """Count one series of the window scan, and what it carries if no namespace can be read."""
-    check.series += 1
-    if namespace_of(meter, labels):
-        check.label_used[next(name for name in meter.namespace_labels if labels.get(name))] += 1
-    else:
-        check.unattributed_series += 1
-        check.labels_found.update(name for name in labels if name != "__name__")
-
-
 def _saw_samples(check: MeterCheck, samples: Samples) -> None:
     """Note a series' sample spacing: its first one for the median, its longest for gaps."""
     if len(samples) > 1:
@@ -114,11 +104,11 @@ class _CounterScan:
     B(T1) - B(T0); every other series is irregular (a reset, a start or stop, a gap near a
     boundary, another view with no boundary answer)."""
 
-    def __init__(self, meter: q.Meter, starts: SeriesIndex, ends: SeriesIndex, totals: UnitTotals, check: MeterCheck):
-        self.meter, self.starts, self.ends, self.totals, self.check = meter, starts, ends, totals, check
+    def __init__(self, starts: SeriesIndex, ends: SeriesIndex, totals: UnitTotals, check: MeterCheck) -> None:
+        self.starts, self.ends, self.totals, self.check = starts, ends, totals, check
 
     def sample(self, labels: dict[str, str], resets: float) -> None:
-        _saw_series(self.check, self.meter, labels)
+        self.check.saw_series(labels)
         key = series_id(labels)
         start, end = self.starts.take(key), self.ends.take(key)
         if resets == 0 and start is not None and end is not None:
@@ -132,19 +122,12 @@ class _GaugeScan:
     samples is integrated in closed form; every other series is irregular."""
 
     def __init__(
-        self,
-        meter: q.Meter,
-        starts: SeriesIndex,
-        ends: SeriesIndex,
-        sums: SeriesIndex,
-        totals: UnitTotals,
-        check: MeterCheck,
+        self, starts: SeriesIndex, ends: SeriesIndex, sums: SeriesIndex, totals: UnitTotals, check: MeterCheck
     ):
-        self.meter, self.starts, self.ends, self.sums = meter, starts, ends, sums
-        self.totals, self.check = totals, check
+        self.starts, self.ends, self.sums, self.totals, self.check = starts, ends, sums, totals, check
 
     def sample(self, labels: dict[str, str], count: float) -> None:
-        _saw_series(self.check, self.meter, labels)
+        self.check.saw_series(labels)
         key = series_id(labels)
         start, end, total = self.starts.take(key), self.ends.take(key), self.sums.take(key)
         usage = None
@@ -180,7 +163,7 @@ async def _counters(
         group.create_task(prometheus.stream_matrix(plan.boundary1, at_end))
     _freeze(starts, plan.boundary0)
     _freeze(ends, plan.boundary1)
-    await prometheus.stream_vector(plan.resets, _CounterScan(meter, starts, ends, totals, r.check))
+    await prometheus.stream_vector(plan.resets, _CounterScan(starts, ends, totals, r.check))
     if starts.left() or ends.left():
         raise PrometheusError(
             f"meter {meter.name}: series seen around a window boundary are missing from the window's "
@@ -203,7 +186,7 @@ async def _gauges(
     _freeze(starts, plan.boundary0)
     _freeze(ends, plan.boundary1)
     _freeze(sums, plan.sum)
-    await prometheus.stream_vector(plan.count, _GaugeScan(meter, starts, ends, sums, totals, r.check))
+    await prometheus.stream_vector(plan.count, _GaugeScan(starts, ends, sums, totals, r.check))
     if sums.left():
         raise PrometheusError(f"meter {meter.name}: the sum and count of one window disagree; answers changed")
     # a gauge seen only around a boundary, with no sample inside the window, used nothing in it

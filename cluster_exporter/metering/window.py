@@ -231,12 +231,8 @@ class _TemplateAnswer:
         self.meter, self.table, self.check = meter, table, check
 
     def sample(self, labels: dict[str, str], value: float) -> None:
-        namespace = namespace_of(self.meter, labels)
-        self.check.series += 1
-        if not namespace:
-            self.check.unattributed_series += 1
-            self.check.labels_found.update(labels)
-        self.table.add(self.meter.name, namespace, value)
+        self.check.saw_series(labels)
+        self.table.add(self.meter.name, namespace_of(self.meter, labels), value)
 
 
 def _first_exporter_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -7,7 +7,7 @@ kept here.
 
 Every failure becomes a ``PrometheusError`` naming the query: an unreachable server, an HTTP
 error, a body that is not the API's JSON, a result of the wrong type, a warning (Thanos and
-Mimir warn on partial answers), or a NaN/Inf value. Only 5xx, 429, timeouts and connection errors
+Mimir warn on partial answers), or a NaN/Inf value. Only 5xx, 408, 429, timeouts and connection errors
 are retried; a 4xx (a bad query) is final.
 """
 
