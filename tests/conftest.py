@@ -50,3 +50,15 @@ async def kube(cluster: Cluster) -> AsyncIterator[KubeApiStandIn]:
 def settings(prometheus: PrometheusServer, kube: KubeApiStandIn, tmp_path: Path) -> Settings:
     """Settings metering the demo cluster through the real Prometheus and the stand-in."""
     return demo_settings(prometheus.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
+
+
+@pytest.fixture(scope="module")
+def demo_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The Kubernetes API stand-in over the demo namespaces, served from a thread (for the
+    processes and containers a test starts, which the test's own event loop cannot serve while it
+    waits for them); its kubeconfig."""
+    standin = KubeApiStandIn(KubeState(namespaces=demo_namespaces(cluster))).start_in_thread()
+    try:
+        yield write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig", standin.url)
+    finally:
+        standin.stop_thread()

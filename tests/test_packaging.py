@@ -18,7 +18,6 @@ import sys
 import tarfile
 import tomllib
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,6 @@ import pytest
 from cluster_exporter import __version__
 from cluster_exporter.cli import COMMAND_NEEDS, EXTRA_MODULES
 from cluster_exporter.devtools.clusters import hour_windows
-from cluster_exporter.devtools.demo import demo_namespaces
-from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
 from cluster_exporter.devtools.prometheus_server import PrometheusServer
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
 
@@ -180,18 +177,8 @@ def test_the_billing_api_tools_run_on_sqlite_without_the_extra(base_install: Pat
     assert proc.stderr.strip().splitlines()[-1].startswith("schema up to date")
 
 
-@pytest.fixture(scope="module")
-def kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The Kubernetes API stand-in over the demo namespaces, served from a thread; its kubeconfig."""
-    standin = KubeApiStandIn(KubeState(namespaces=demo_namespaces(cluster))).start_in_thread()
-    try:
-        yield write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig", standin.url)
-    finally:
-        standin.stop_thread()
-
-
 def test_the_base_install_meters_a_window_like_the_development_install(
-    base_install: Path, prometheus: PrometheusServer, kubeconfig: Path, cluster: Cluster
+    base_install: Path, prometheus: PrometheusServer, demo_kubeconfig: Path, cluster: Cluster
 ) -> None:
     _, end = hour_windows(cluster)[1]
     flags = [
@@ -202,7 +189,7 @@ def test_the_base_install_meters_a_window_like_the_development_install(
         "--prometheus-url",
         prometheus.url,
         "--kubeconfig",
-        kubeconfig,
+        demo_kubeconfig,
         "--cluster-id",
         "k8s-demo-1",
         "--customer-label",

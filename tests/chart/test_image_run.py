@@ -18,15 +18,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cluster_exporter import __version__
 from cluster_exporter.devtools.clusters import hour_windows
-from cluster_exporter.devtools.demo import CUSTOM_METERS, demo_namespaces
-from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn, KubeState, write_kubeconfig
+from cluster_exporter.devtools.demo import CUSTOM_METERS
 from cluster_exporter.devtools.prometheus_server import PrometheusServer, free_port
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
 
@@ -131,16 +129,6 @@ def test_runs_as_65532_on_a_read_only_root_with_its_bytecode_compiled_and_no_pip
     )
 
 
-@pytest.fixture(scope="module")
-def kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The Kubernetes API stand-in over the demo namespaces, served from a thread; its kubeconfig."""
-    standin = KubeApiStandIn(KubeState(namespaces=demo_namespaces(cluster))).start_in_thread()
-    try:
-        yield write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig", standin.url)
-    finally:
-        standin.stop_thread()
-
-
 def demo_config(path: Path) -> Path:
     """A TOML config with the demo's custom meters (json.dumps writes valid TOML strings)."""
     lines = []
@@ -152,7 +140,7 @@ def demo_config(path: Path) -> Path:
 
 
 def test_report_dry_run_gives_the_same_json_as_the_installed_package(
-    image: str, prometheus: PrometheusServer, kubeconfig: Path, cluster: Cluster, tmp_path: Path
+    image: str, prometheus: PrometheusServer, demo_kubeconfig: Path, cluster: Cluster, tmp_path: Path
 ) -> None:
     config = demo_config(tmp_path / "config.toml")
     _, end = hour_windows(cluster)[1]
@@ -171,10 +159,13 @@ def test_report_dry_run_gives_the_same_json_as_the_installed_package(
 
     inside = run_image(
         *report_flags("/etc/cluster-exporter/kubeconfig", "/etc/cluster-exporter/config.toml"),
-        mounts=(f"{kubeconfig}:/etc/cluster-exporter/kubeconfig:ro", f"{config}:/etc/cluster-exporter/config.toml:ro"),
+        mounts=(
+            f"{demo_kubeconfig}:/etc/cluster-exporter/kubeconfig:ro",
+            f"{config}:/etc/cluster-exporter/config.toml:ro",
+        ),
     )
     here = subprocess.run(
-        [sys.executable, "-m", "cluster_exporter.cli", *report_flags(str(kubeconfig), str(config))],
+        [sys.executable, "-m", "cluster_exporter.cli", *report_flags(str(demo_kubeconfig), str(config))],
         cwd=ROOT,
         capture_output=True,
         text=True,
