@@ -21,6 +21,9 @@ class MeterSpec:
     integer: bool  # amounts are whole numbers (things counted), else floats (time integrals)
     pricing_unit: str  # the unit the invoice line prices it in
     description: str
+    # Carried by a usage record only when the exporter measured it (the cluster has its source):
+    # absent means "not measured", which a plan billing on it must refuse, never read as zero.
+    optional: bool = False
 
 
 BUILTIN: tuple[MeterSpec, ...] = (
@@ -30,8 +33,16 @@ BUILTIN: tuple[MeterSpec, ...] = (
     MeterSpec("network_bytes_received", "byte", True, "GB", "bytes its pods received"),
     MeterSpec("storage_gb_hours", "GiB-hour", False, "GB-month", "used bytes of its volumes over time"),
     MeterSpec("http_requests", "request", True, "million requests", "requests to its Ingresses"),
+    MeterSpec(
+        "gpu_hours", "GPU-hour", False, "GPU-hour", "GPUs its running pods requested, weighted per resource", True
+    ),
+    MeterSpec("gpu_utilized_hours", "GPU-hour", False, "GPU-hour", "GPU time its pods kept busy (dcgm-exporter)", True),
+    MeterSpec("cpu_request_hours", "core-hour", False, "core-hour", "CPU its running pods requested", True),
+    MeterSpec("memory_request_gb_hours", "GiB-hour", False, "GB-hour", "memory its running pods requested", True),
 )
 BY_NAME = {spec.name: spec for spec in BUILTIN}
 NAMES: tuple[str, ...] = tuple(spec.name for spec in BUILTIN)
 INTEGER: frozenset[str] = frozenset(spec.name for spec in BUILTIN if spec.integer)
+ALWAYS: tuple[str, ...] = tuple(spec.name for spec in BUILTIN if not spec.optional)  # in every record
+OPTIONAL: frozenset[str] = frozenset(spec.name for spec in BUILTIN if spec.optional)
 RESERVED = frozenset({*NAMES, "customer_id", "namespaces"})  # fields a custom meter may not be named

@@ -45,10 +45,12 @@ def report_id(cluster_id: str, window_start: datetime, window_end: datetime) -> 
 
 
 # The built-in meters every usage record carries, in order, with the value of a meter not measured.
+# The optional ones (meters.OPTIONAL: GPUs, requests) are carried only when measured.
 BUILTIN_AMOUNTS: tuple[tuple[str, float | int], ...] = tuple(
-    (spec.name, 0 if spec.integer else 0.0) for spec in meters.BUILTIN
+    (spec.name, 0 if spec.integer else 0.0) for spec in meters.BUILTIN if not spec.optional
 )
-_BUILTIN = dict(BUILTIN_AMOUNTS)
+_DEFAULTS = dict(BUILTIN_AMOUNTS)
+_BUILTIN = {spec.name: 0 if spec.integer else 0.0 for spec in meters.BUILTIN}
 _RECORD_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
 _NAME_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
 
@@ -72,7 +74,7 @@ class CustomerUsage:
             raise ValueError("customer_id must be a non-empty string")
         if not isinstance(namespaces, list) or not all(isinstance(n, str) for n in namespaces):
             raise ValueError(f"{customer_id}: namespaces must be a list of names")
-        values = {**_BUILTIN, **amounts}
+        values = {**_DEFAULTS, **amounts}
         for name, value in values.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ValueError(f"{customer_id}: {name} must be a number")

@@ -28,7 +28,7 @@ from cluster_exporter.devtools.prometheus_server import (
 )
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
 from cluster_exporter.metering.window import measure_window
-from cluster_exporter.meters import NAMES as BUILTIN_METERS
+from cluster_exporter.meters import ALWAYS as BUILTIN_METERS
 from cluster_exporter.report import INTEGER_METERS, UsageReport
 from cluster_exporter.settings import Settings, load_settings
 from cluster_exporter.sources.prometheus import PrometheusClient

@@ -12,7 +12,7 @@ from cluster_exporter.devtools.kubeapi_standin import KubeApiStandIn
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
 from cluster_exporter.metering import plan as q
 from cluster_exporter.metering.window import all_meters, make_window, measure_window
-from cluster_exporter.meters import NAMES as BUILTIN_METERS
+from cluster_exporter.meters import ALWAYS as BUILTIN_METERS
 from cluster_exporter.report import UsageReport, report_id
 from cluster_exporter.settings import Settings
 from cluster_exporter.sources.prometheus import PrometheusClient

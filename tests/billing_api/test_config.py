@@ -114,11 +114,11 @@ def test_pricing_files(tmp_path: Path) -> None:
     as_json.write_text(
         '{"prices": {"cpu_core_hour": "0.1", "memory_gb_hour": "0", "storage_gb_month": "0", "network_gb": "0",'
         ' "http_million_requests": "1"}, "plans": {"basic": {"base_price": "5", "vcpu": 2, "memory_gb": 1,'
-        ' "storage_gb": 1, "network_gb": "unlimited"}}, "meters": {"gpu_hours": {"price": "2.5"}}}'
+        ' "storage_gb": 1, "network_gb": "unlimited"}}, "meters": {"tpu_hours": {"price": "2.5"}}}'
     )
     custom = load_pricing(as_json)
-    assert custom.plans["basic"].network_gb is None and custom.meters_known()["gpu_hours"] is False
-    assert custom.stripe_meters()["gpu_hours"] == ("gpu_hours", 1000)
+    assert custom.plans["basic"].network_gb is None and custom.meters_known()["tpu_hours"] is False
+    assert custom.stripe_meters()["tpu_hours"] == ("tpu_hours", 1000)
     assert custom.stripe_meters()["network_bytes_sent"] == ("network_bytes_sent", 1)
     broken = tmp_path / "broken.toml"
     for text, message in [

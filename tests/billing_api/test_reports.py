@@ -121,7 +121,7 @@ REJECTED: list[tuple[str, bytes, dict[str, str], int, str]] = [
     ("boolean amount", _broken(_set(["usage", 0, "http_requests"], True)), {}, 422, "valid integer"),
     ("string amount", _broken(_set(["usage", 0, "cpu_hours"], "1.5")), {}, 422, "must be a JSON number"),
     ("invalid UTF-8", GOOD.replace(b"cust_b", b"cust_\xff"), {}, 400, "malformed JSON"),
-    ("unknown meter", _broken(_set(["usage", 0, "gpu_hours"], 2.0)), {}, 422, "unknown meter 'gpu_hours'"),
+    ("unknown meter", _broken(_set(["usage", 0, "tpu_hours"], 2.0)), {}, 422, "unknown meter 'tpu_hours'"),
     ("window not whole hours", _broken(_half_hour), {}, 422, "whole hours"),
     ("window in the future", _broken(_future), {}, 422, "in the future"),
     ("report id of another window", _broken(_set(["report_id"], OTHER_ID)), {}, 422, "report_id"),
