@@ -5,6 +5,7 @@ Generated, so it cannot drift from the code: a test compares the committed file 
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +33,9 @@ def _default(field: Any) -> str:
         return f"`{value.total_seconds():g}s`"
     if isinstance(value, BaseModel):
         return "-"
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):  # a table: its rows as JSON
+        rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.model_dump().items()} for row in value]
+        return "`" + json.dumps(rows, separators=(",", ":")).replace("|", "\\|") + "`"
     if isinstance(value, list):
         return "`" + ",".join(map(str, value)) + "`" if value else "`[]`"
     return f"`{value}`"

@@ -99,6 +99,7 @@ class Diagnosis:
     meters: list[MeterFinding]
     live: dict[str, str] | None = None  # namespace -> customer, from the Kubernetes API
     ksm: KsmFinding | None = None
+    dcgm: dict[str, dict[str, int]] | None = None  # dcgm-exporter metric -> {"with_pod": n, "without_pod": n}
     error: ExporterError | None = None  # why the window cannot be metered as configured
     failed_queries: list[str] = field(default_factory=list)  # the doctor's own reads that failed, one line each
 
@@ -171,7 +172,9 @@ async def diagnose(
         except ExporterError as exc:
             d.error = exc
 
-    await asyncio.gather(meter(), _namespaces_with_data(d, prometheus, w), _namespace_labels(d, prometheus, w))
+    await asyncio.gather(
+        meter(), _namespaces_with_data(d, prometheus, w), _namespace_labels(d, prometheus, w), _dcgm(d, prometheus, w)
+    )
     if d.live is None and not isinstance(d.error, KubernetesError):
         try:  # metering failed before discovery finished
             d.live = await discover(settings.kubernetes)
@@ -237,6 +240,38 @@ async def _namespace_labels(d: Diagnosis, prometheus: PrometheusClient, w: q.Win
 
     if await _ask(d, prometheus, q.doctor_namespace_labels(label_key, w), on_sample):
         d.ksm = ksm
+
+
+async def _dcgm(d: Diagnosis, prometheus: PrometheusClient, w: q.Window) -> None:
+    found: dict[str, dict[str, int]] = {}
+
+    def on_sample(labels: dict[str, str], value: float) -> None:
+        counts = found.setdefault(labels.get("__name__", ""), {"with_pod": 0, "without_pod": 0})
+        counts["with_pod" if labels.get(q.DOCTOR_POD_LABEL) else "without_pod"] += int(value)
+
+    if await _ask(d, prometheus, q.doctor_gpu_utilization(w), on_sample):
+        d.dcgm = found
+
+
+def ownership(d: Diagnosis) -> dict[str, str]:
+    """Where this cluster's owners over time come from (metering/ownership.py), and why."""
+    ksm, label = d.ksm, d.settings.kubernetes.customer_label
+    if d.settings.metering.namespace_labels_metric and ksm is not None and ksm.owners:
+        return {
+            "source": "kube-state-metrics",
+            "detail": f"kube_namespace_labels carries {label}: each namespace's usage is cut at every change of "
+            "owner and each part billed to the owner of its time",
+        }
+    why = (
+        "metering.namespace_labels_metric = false"
+        if not d.settings.metering.namespace_labels_metric
+        else f"kube_namespace_labels does not carry {label}"
+    )
+    return {
+        "source": "observed",
+        "detail": f"{why}: owners are those the exporter observes at each cycle (backlog windows: those recorded "
+        "closest to them); a relabel inside a window goes wholly to the owner at measurement time",
+    }
 
 
 def _candidate_names(finding: MeterFinding) -> list[str]:
@@ -338,6 +373,14 @@ def _sources(d: Diagnosis) -> list[Recommendation]:
     )
     if ksm is not None and ksm.namespaces and not ksm.owners:
         out.append(allowlist)
+    if d.dcgm and s.metering.gpu_utilization == "off":
+        metric = min(d.dcgm)  # DCGM_FI_DEV_GPU_UTIL < DCGM_FI_PROF_GR_ENGINE_ACTIVE: the profiling one if both
+        metric = "DCGM_FI_PROF_GR_ENGINE_ACTIVE" if "DCGM_FI_PROF_GR_ENGINE_ACTIVE" in d.dcgm else metric
+        out.append(
+            Recommendation(
+                "setting", "metering.gpu_utilization", metric, "dcgm-exporter is scraped: meter gpu_utilized_hours"
+            )
+        )
     elif ksm is not None and not ksm.namespaces and s.metering.namespace_labels_metric and scraped:
         out.append(
             Recommendation(
@@ -423,6 +466,18 @@ def warnings(d: Diagnosis) -> list[str]:
             f"a gap of {longest:g}s between two samples of one series: longer than 5m, Prometheus' lookback; "
             "such series are metered as two lives (check the scraping if it was not a stop)"
         )
+    for metric, counts in sorted((d.dcgm or {}).items()):
+        if counts["without_pod"] and not counts["with_pod"]:
+            out.append(
+                f"{metric} has no pod label: enable dcgm-exporter's Kubernetes pod mapping "
+                "(DCGM_EXPORTER_KUBERNETES=true, the pod-resources socket mounted) or its usage is attributed to nobody"
+            )
+    requests = next((f for f in d.meters if f.meter.gate is not None), None)
+    if requests is not None and requests.check is not None and not requests.check.series and d.ksm and d.ksm.namespaces:
+        out.append(
+            f"kube-state-metrics is scraped but has no {q.REQUESTS} series: {', '.join(requests.meter.fields)} "
+            "are not reported (kube-state-metrics --resources must include pods)"
+        )
     if d.ksm is not None and d.live is not None and d.ksm.owners:
         missing = sorted(ns for ns in d.live if ns not in d.ksm.owners)
         if missing:
@@ -458,6 +513,8 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
             "customer_label": d.settings.kubernetes.customer_label,
         },
         "meters": [_meter_json(f, labeled, m.max_gap.total_seconds()) for f in d.meters],
+        "ownership": ownership(d),
+        "dcgm_exporter": d.dcgm,
         "namespaces": {
             "labeled": None if live is None else len(live),
             "customers": None if live is None else len(set(live.values())),
@@ -605,6 +662,8 @@ def _namespace_lines(j: dict[str, Any]) -> list[str]:
         lines.append(
             f"  billed from kube-state-metrics' record (deleted or unlabeled): {_names(ns['billed_from_history'])}"
         )
+    owners = j["ownership"]
+    lines.append(f"owners over time: {owners['source']} ({owners['detail']})")
     if ksm is None:
         lines.append("kube-state-metrics: not read")
     else:

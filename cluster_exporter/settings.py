@@ -232,6 +232,35 @@ class CustomMeter(_Group):
         return self
 
 
+class GpuResource(_Group):
+    """Extended resources counted as GPUs by gpu_hours, with what one unit of each is worth."""
+
+    resource: str = Field(
+        description="Regex (fully anchored) of kube-state-metrics' resource label, e.g. nvidia_com_gpu or "
+        "nvidia_com_mig_1g_.* (kube-state-metrics writes nvidia.com/gpu as nvidia_com_gpu)."
+    )
+    weight: float = Field(1.0, gt=0, description="GPUs one requested unit counts as (a 1g MIG slice: 1/7).")
+
+    @field_validator("resource")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"resource {value!r} is not a valid regex: {exc}") from None
+        return value
+
+
+# nvidia.com/gpu (NVIDIA's device plugin), amd.com/gpu (AMD's), and MIG profiles
+# (nvidia.com/mig-<g>g.<mem>gb with the device plugin's mixed strategy): an A100 or H100 has 7
+# compute slices, so a <g>g profile is g/7 of a GPU.
+DEFAULT_GPU_RESOURCES: list[dict[str, Any]] = [
+    {"resource": "nvidia_com_gpu", "weight": 1.0},
+    {"resource": "amd_com_gpu", "weight": 1.0},
+    *({"resource": f"nvidia_com_mig_{g}g_.*", "weight": g / 7} for g in (1, 2, 3, 4, 7)),
+]
+
+
 DEFAULT_DEDUP_LABELS = [
     "job",
     "instance",
@@ -304,6 +333,28 @@ class MeteringSettings(_Group):
     namespace_labels_metric: bool = Field(
         True,
         description="Read kube-state-metrics' kube_namespace_labels to bill namespaces deleted during a window.",
+    )
+    requests: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="cpu_request_hours and memory_request_gb_hours: requests of running pods from "
+        "kube-state-metrics (kube_pod_container_resource_requests gated by kube_pod_status_phase). auto: "
+        "measured when kube-state-metrics' pod series are there; on: a window without them fails.",
+    )
+    gpu: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="gpu_hours: GPUs requested by running pods (metering.gpu_resources), from kube-state-metrics. "
+        "auto: measured when kube-state-metrics' pod series are there; on: a window without them fails.",
+    )
+    gpu_resources: Annotated[list[GpuResource], BeforeValidator(_json_if_str)] = Field(
+        default_factory=lambda: [GpuResource(**r) for r in DEFAULT_GPU_RESOURCES],
+        description="Resources counted by gpu_hours, each with its weight; the first matching entry wins.",
+    )
+    gpu_utilization: Literal["off", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL"] = Field(
+        "off",
+        description="gpu_utilized_hours from dcgm-exporter: the time integral of the graphics engine's active "
+        "ratio (DCGM_FI_PROF_GR_ENGINE_ACTIVE, a profiling metric) or of DCGM_FI_DEV_GPU_UTIL / 100 where "
+        "profiling metrics are off; attributed by dcgm-exporter's namespace and pod labels. A window without "
+        "the series fails.",
     )
     custom_meters: Annotated[list[CustomMeter], BeforeValidator(_json_if_str)] = Field(
         default_factory=list, description="Operator-defined meters (see docs/metering.md)."

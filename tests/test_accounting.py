@@ -7,8 +7,9 @@ import random
 
 import pytest
 
+from cluster_exporter.metering.ownership import Field, WindowOwners, customer_usage
 from cluster_exporter.metering.plan import Meter, Window
-from cluster_exporter.metering.rules import NamespaceOwners, counter_usage, customer_usage, gauge_usage
+from cluster_exporter.metering.rules import counter_usage, gauge_usage
 from cluster_exporter.metering.tables import raw_amounts
 
 # Window (1000, 1060], bridge gaps up to 20 s, read 15 s on each side of a boundary, counters
@@ -107,21 +108,45 @@ def test_raw_amounts_merges_copies_and_prefers_the_pod_view() -> None:
 
 
 def test_customer_usage_sums_namespaces_scales_and_keeps_idle_customers() -> None:
-    meters = [Meter("cpu_hours", "counter", "x", scale=3600.0), Meter("http_requests", "counter", "y", integer=True)]
-    owners = NamespaceOwners(
-        live={"a-prod": "cust_a", "a-dev": "cust_a", "idle": "cust_i"},
-        historical={"gone": "cust_g", "a-prod": "cust_wrong"},
+    fields = [Field("cpu_hours", 3600.0), Field("http_requests", integer=True)]
+    owners = WindowOwners(
+        observed={"a-prod": "cust_a", "a-dev": "cust_a", "idle": "cust_i", "moved": "cust_now"},
+        # kube-state-metrics' record of the window wins over what is observed now
+        recorded={"gone": "cust_g", "moved": "cust_then", "a-prod": "cust_a"},
     )
     amounts = {
-        "cpu_hours": {"a-prod": 3600.0, "a-dev": 1800.0, "gone": 360.0, "kube-system": 99999.0},
+        "cpu_hours": {"a-prod": 3600.0, "a-dev": 1800.0, "gone": 360.0, "kube-system": 99999.0, "moved": 720.0},
         "http_requests": {"a-prod": 10.4, "a-dev": 0.3},
     }
     keys = ("namespaces", "cpu_hours", "http_requests")
-    out = {r.customer_id: {k: r.to_dict()[k] for k in keys} for r in customer_usage(meters, amounts, owners)}
+    out = {r.customer_id: {k: r.to_dict()[k] for k in keys} for r in customer_usage(fields, amounts, {}, owners)}
     assert out == {
         "cust_a": {"namespaces": ["a-dev", "a-prod"], "cpu_hours": 1.5, "http_requests": 11},
         "cust_g": {"namespaces": ["gone"], "cpu_hours": 0.1, "http_requests": 0},
         "cust_i": {"namespaces": ["idle"], "cpu_hours": 0.0, "http_requests": 0},
+        "cust_then": {"namespaces": ["moved"], "cpu_hours": 0.2, "http_requests": 0},
+    }
+
+
+def test_customer_usage_gives_each_owner_its_piece_of_a_cut_namespace() -> None:
+    fields = [Field("cpu_hours", 3600.0), Field("pg_commits", integer=True)]
+    owners = WindowOwners(
+        observed={"shop": "cust_b", "shop-dev": "cust_a"},
+        recorded={"shop": "cust_b", "shop-dev": "cust_a"},
+        pieces={"shop": [(0.0, 1200.0, "cust_a"), (1200.0, 3000.0, "cust_b"), (3000.0, 3600.0, "")]},
+    )
+    amounts = {"cpu_hours": {"shop": 3600.0 + 7200.0 + 360.0, "shop-dev": 1800.0}, "pg_commits": {"shop": 40.0}}
+    pieces = {
+        ("cpu_hours", "shop", "cust_a"): 3600.0,
+        ("cpu_hours", "shop", "cust_b"): 7200.0,
+        ("cpu_hours", "shop", ""): 360.0,  # owned by nobody at the end: billed to none
+    }
+    keys = ("namespaces", "cpu_hours", "pg_commits")
+    out = {r.customer_id: {k: r.to_dict()[k] for k in keys} for r in customer_usage(fields, amounts, pieces, owners)}
+    # pg_commits (a custom PromQL template's answer: no pieces) goes to the owner at the end: nobody
+    assert out == {
+        "cust_a": {"namespaces": ["shop", "shop-dev"], "cpu_hours": 1.5, "pg_commits": 0},
+        "cust_b": {"namespaces": ["shop"], "cpu_hours": 2.0, "pg_commits": 0},
     }
 
 

@@ -66,6 +66,7 @@ def meter_series(all_views: bool) -> dict[str, Callable[[Series], bool]]:
         "network_bytes_received": _network("container_network_receive_bytes_total", views),
         "storage_gb_hours": lambda s: s.name == "kubelet_volume_stats_used_bytes",
         "http_requests": lambda s: s.name == "nginx_ingress_controller_requests",
+        "requests": lambda s: s.name == "kube_pod_container_resource_requests",  # none in the demo
         "pg_commits": lambda s: s.name == "pg_stat_database_xact_commit",
         "mqtt_client_hours": lambda s: s.name == "mqtt_connected_clients",
     }
@@ -181,7 +182,10 @@ def test_demo_cluster_table(
     assert lines[0].startswith("window 2025-11-20T01:00:00Z .. 2025-11-20T02:00:00Z"), "the newest settled window"
     table = rows(out)
     assert list(table) == list(meter_series(True)), "a row per meter, in report order"
+    assert table["requests"][1:3] == ["0", "0"], "kube-state-metrics' pod series: none in the demo"
     for meter, count in expected_series(cluster).items():
+        if meter == "requests":
+            continue
         _, series, copies, unattributed, label, interval, *_ = table[meter]
         assert (series, unattributed, interval) == (str(count), "0", "15s"), table[meter]
         # node C scraped by two jobs copies acme's web pod (two containers, one pod network); two
@@ -205,6 +209,7 @@ async def test_demo_cluster_json(settings: Settings, cluster: Cluster) -> None:
     billed = labeled(cluster)
     intervals = {s.target.interval for s in cluster.series}
     gapped = [s for s in cluster.series if s.target.gaps]  # node 10.0.0.2 lost scrapes at 01:25
+    assert meters.pop("requests")["series"] == series["requests"] == 0
     for name, meter in meters.items():
         assert meter["measured"] is True
         assert meter["series"] == series[name] > 0, name
@@ -247,7 +252,13 @@ async def test_demo_cluster_json(settings: Settings, cluster: Cluster) -> None:
         "labeled_without_customer_label": [],
         "namespace_in_exported_namespace": False,
     }
-    assert found["recommendations"] == [] and found["warnings"] == []
+    assert found["recommendations"] == []
+    assert found["warnings"] == [
+        "kube-state-metrics is scraped but has no kube_pod_container_resource_requests series: cpu_request_hours, "
+        "memory_request_gb_hours, gpu_hours are not reported (kube-state-metrics --resources must include pods)"
+    ]
+    assert found["ownership"]["source"] == "kube-state-metrics", "the demo's kube_namespace_labels has the label"
+    assert found["dcgm_exporter"] == {}
 
 
 def test_demo_cluster_json_from_the_cli(
@@ -260,7 +271,8 @@ def test_demo_cluster_json_from_the_cli(
     found = json.loads(out)
     assert set(found) == {
         *("schema_version", "window_start", "window_end", "ok", "exit_code", "error", "configured"),
-        *("meters", "namespaces", "kube_state_metrics", "recommendations", "warnings"),
+        *("meters", "namespaces", "kube_state_metrics", "recommendations", "warnings", "ownership"),
+        "dcgm_exporter",
     }
     assert found["window_start"] == "2025-11-20T02:00:00Z" and found["ok"] is True
     assert found["configured"] == {
@@ -272,7 +284,7 @@ def test_demo_cluster_json_from_the_cli(
         "customer_label": CUSTOMER_LABEL,
     }
     # no scrape gap after 02:00: every meter's longest gap is one scrape interval
-    assert {m["longest_gap_s"] for m in found["meters"]} == {15.0}
+    assert {m["longest_gap_s"] for m in found["meters"] if m["name"] != "requests"} == {15.0}
     # umbrella-tmp was deleted at 01:30: gone from this window
     assert found["namespaces"]["billed_from_history"] == []
 

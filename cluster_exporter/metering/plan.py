@@ -44,6 +44,16 @@ Kind = Literal["counter", "gauge"]
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where a series of a routed meter goes: a series whose ``resource`` label fully matches
+    ``resource`` (a regex) adds its usage times ``factor`` to report field ``field``."""
+
+    field: str
+    resource: str
+    factor: float
+
+
+@dataclass(frozen=True)
 class Meter:
     """How one report field is measured.
 
@@ -68,6 +78,23 @@ class Meter:
     template: str | None = None  # custom meters given as a raw PromQL template
     shard: str = ""  # set on the shards of a split meter (prometheus.query_split); names its queries
     namespace_setting: str | None = None  # the setting that chooses namespace_labels, named in failures
+    # Gated meters: the selector of a 0/1 series per pod (kube-state-metrics' Running phase); a
+    # series counts only while its pod's gate is 1 (its samples times the gate's, integrated).
+    gate: str | None = None
+    routes: tuple[Route, ...] = ()  # one selector, several report fields (by the resource label)
+    auto: bool = False  # reported only when its gate answered (the cluster has the source)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The report fields this meter's amounts go to."""
+        if not self.routes:
+            return (self.name,)
+        return tuple(dict.fromkeys(route.field for route in self.routes))
+
+    @property
+    def gate_labels(self) -> tuple[str, ...]:
+        """The labels joining a series to its pod's gate: the namespace labels and ``pod``."""
+        return (*self.namespace_labels, "pod")
 
     @property
     def namespace_label(self) -> str:
@@ -188,7 +215,66 @@ def builtin_meters(settings: MeteringSettings) -> list[Meter]:
                 required=True,
             )
         )
+    if requests := requests_meter(settings):
+        out.append(requests)
+    if settings.gpu_utilization != "off":
+        out.append(gpu_utilization_meter(settings))
     return out
+
+
+# kube-state-metrics (internal/store/pod.go): kube_pod_status_phase is one series per pod and
+# phase, 1 for the pod's phase and 0 for the others; kube_pod_container_resource_requests one per
+# container and resource (nvidia.com/gpu written nvidia_com_gpu), reported for every pod that
+# exists, Succeeded and Failed ones included (kubernetes/kube-state-metrics#1051), and for a
+# Pending pod that holds nothing yet. So requests count only while the pod's phase is Running.
+RUNNING = 'kube_pod_status_phase{phase="Running"}'
+REQUESTS = "kube_pod_container_resource_requests"
+
+
+def requests_meter(settings: MeteringSettings) -> Meter | None:
+    """Requests of running pods, integrated over time, routed by resource: cpu to
+    cpu_request_hours, memory to memory_request_gb_hours, the GPU resources to gpu_hours (each
+    with its weight). One selector and one gate for all three: five queries a window. None when
+    both metering.requests and metering.gpu are off."""
+    routes: list[Route] = []
+    if settings.requests != "off":
+        routes += [
+            Route("cpu_request_hours", "cpu", 1 / 3600.0),
+            Route("memory_request_gb_hours", "memory", 1 / GIB_SECONDS_PER_GIB_HOUR),
+        ]
+    if settings.gpu != "off":
+        routes += [Route("gpu_hours", gpu.resource, gpu.weight / 3600.0) for gpu in settings.gpu_resources]
+    if not routes:
+        return None
+    union = "|".join(f"({route.resource})" for route in routes)
+    return Meter(
+        "requests",
+        "gauge",
+        f"{REQUESTS}{{resource=~{_quote(union)}}}",
+        namespace_labels=NAMESPACE_LABELS,
+        unit=(*NAMESPACE_LABELS, "pod", "container", "resource"),
+        required="on" in (settings.requests, settings.gpu),
+        gate=RUNNING,
+        routes=tuple(routes),
+        auto="on" not in (settings.requests, settings.gpu),
+    )
+
+
+def gpu_utilization_meter(settings: MeteringSettings) -> Meter:
+    """dcgm-exporter's busy time per GPU and pod, attributed by the pod labels its Kubernetes
+    mapping adds (namespace, pod, container). One GPU is one UUID: series of one UUID, pod and
+    container alive together are copies (two scrape jobs)."""
+    percent = settings.gpu_utilization == "DCGM_FI_DEV_GPU_UTIL"
+    return Meter(
+        "gpu_utilized_hours",
+        "gauge",
+        settings.gpu_utilization,
+        namespace_labels=NAMESPACE_LABELS,
+        unit=(*NAMESPACE_LABELS, "pod", "container", "UUID"),
+        scale=3600.0 * (100.0 if percent else 1.0),
+        required=True,
+        namespace_setting="dcgm-exporter's Kubernetes pod mapping (namespace and pod labels)",
+    )
 
 
 def custom_meters(settings: MeteringSettings) -> list[Meter]:
@@ -296,7 +382,7 @@ def with_matchers(selector: str, matchers: str) -> str:
     return f"{selector}{{{matchers}}}"
 
 
-Role = Literal["boundary0", "boundary1", "resets", "sum", "count", "custom", "raw", "namespaces"]
+Role = Literal["boundary0", "boundary1", "resets", "sum", "count", "gate", "custom", "raw", "namespaces"]
 
 
 @dataclass(frozen=True)
@@ -380,10 +466,11 @@ class GaugePlan:
     boundary1: Query
     sum: Query
     count: Query
+    gate: Query | None = None  # gated meters: each pod's gate over the raw span (gate_query)
 
     def queries(self) -> list[Query]:
         """Every query of the plan, in the order they are named here."""
-        return [self.boundary0, self.boundary1, self.sum, self.count]
+        return [self.boundary0, self.boundary1, self.sum, self.count, *([self.gate] if self.gate else [])]
 
 
 @dataclass(frozen=True)
@@ -421,7 +508,33 @@ def meter_plan(meter: Meter, w: Window) -> MeterPlan:
         b1,
         Query(_name(meter, "sum"), total, meter.name, "sum", w.end),
         Query(_name(meter, "count"), count, meter.name, "count", w.end),
+        gate_query(meter, w) if meter.gate else None,
     )
+
+
+# Gate codes: max + 2 * min of a pod's gate over everything the raw rules read.
+GATE_ALWAYS, GATE_NEVER = 3.0, 0.0  # anything else: the pod's gate changed (its series go raw)
+
+
+def gate_query(meter: Meter, w: Window) -> Query:
+    """Per pod, whether its gate was 1 at every sample of [T0 - max_gap, T1 + max_gap]
+    (GATE_ALWAYS: its series are metered as they are), at none (GATE_NEVER: they count zero),
+    or changed (they are metered from raw samples, multiplied by the gate's). Copies of the gate
+    (two scrape jobs) are aggregated away by pod."""
+    assert meter.gate is not None
+    by, span = ", ".join(meter.gate_labels), _raw_span(w)
+    expr = (
+        f"max by ({by}) (max_over_time({meter.gate}[{span}])) + 2 * min by ({by}) (min_over_time({meter.gate}[{span}]))"
+    )
+    return Query(_name(meter, "gate"), expr, meter.name, "gate", w.end + w.max_gap)
+
+
+def raw_gate_query(meter: Meter, w: Window, matchers: dict[str, list[str]]) -> Query:
+    """The raw gate samples of the pods behind some irregular units of a gated meter."""
+    assert meter.gate is not None
+    pods = {label: values for label, values in matchers.items() if label in meter.gate_labels}
+    sel = with_matchers(meter.gate, _unit_matchers(pods))
+    return Query(f"{meter.name}_raw_gate", f"{sel}[{_raw_span(w)}]", meter.name, "raw", w.end + w.max_gap)
 
 
 def _with_other_views(meter: Meter, scan: Callable[[str], str]) -> str:
@@ -556,13 +669,37 @@ def _matchers(units: Sequence[Unit]) -> dict[str, list[str]]:
 
 
 def namespace_owners(label_key: str, w: Window) -> Query:
-    """kube-state-metrics' record of each namespace's customer label during the window."""
+    """kube-state-metrics' record of each namespace's customer label over everything the raw
+    rules read, [T0 - max_gap, T1 + max_gap]: one row per namespace and value seen ("" where the
+    namespace carried none). A namespace with two rows changed owner around the window."""
     ksm_label = ksm_label_name(label_key)
     # kube-state-metrics' own `namespace` label arrives as exported_namespace when its scrape job
     # does not honor labels (the target's namespace took the name): keep both, as the meters do
     by = ", ".join((*NAMESPACE_LABELS, ksm_label))
-    expr = f'max by ({by}) (last_over_time(kube_namespace_labels{{{ksm_label}!=""}}[{_d(w.length + w.max_gap)}]))'
+    expr = f"max by ({by}) (last_over_time(kube_namespace_labels[{_raw_span(w)}]))"
     return Query("namespace_owners", expr, "namespaces", "namespaces", w.end + w.max_gap)
+
+
+def namespace_label_samples(label: str, namespaces: Sequence[str], w: Window) -> Query:
+    """The raw kube_namespace_labels samples of namespaces whose owner changed around the window
+    (``label``: the label carrying their name), over [T0 - max_gap, T1 + max_gap]: the instant
+    of each change."""
+    sel = f'kube_namespace_labels{{{label}=~"{_regex_union(namespaces)}"}}'
+    return Query("namespace_label_samples", f"{sel}[{_raw_span(w)}]", "namespaces", "namespaces", w.end + w.max_gap)
+
+
+def namespace_chunks(namespaces: Sequence[str], max_length: int) -> list[list[str]]:
+    """``namespaces`` in runs whose regex union stays well within ``max_length`` bytes."""
+    runs: list[list[str]] = [[]]
+    length = 0
+    for name in sorted(namespaces):
+        extra = len(_escape(name)) + 1
+        if runs[-1] and length + extra > max_length - 512:
+            runs.append([])
+            length = 0
+        runs[-1].append(name)
+        length += extra
+    return [run for run in runs if run]
 
 
 def ksm_label_name(label_key: str) -> str:
@@ -615,6 +752,21 @@ def doctor_namespace_labels(label_key: str, w: Window) -> Query:
         f"(last_over_time(kube_namespace_labels[{_d(w.length + w.max_gap)}]))"
     )
     return Query("doctor_namespace_labels", expr, "namespaces", "namespaces", w.end + w.max_gap)
+
+
+DOCTOR_POD_LABEL = "cluster_exporter_pod"  # added by doctor_gpu_utilization: the series has a pod label
+DCGM_METRICS = ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL")
+
+
+def doctor_gpu_utilization(w: Window) -> Query:
+    """dcgm-exporter's utilization series at the window end, counted per metric and by whether
+    they carry a pod (its Kubernetes pod mapping on): which gpu_utilization the cluster can use."""
+    names = "|".join(DCGM_METRICS)
+    expr = (
+        f'count by (__name__, {DOCTOR_POD_LABEL}) (label_replace({{__name__=~"{names}"}}, '
+        f'"{DOCTOR_POD_LABEL}", "yes", "pod", ".+"))'
+    )
+    return Query("doctor_gpu_utilization", expr, "namespaces", "namespaces", w.end)
 
 
 def doctor_candidate_labels(meter: Meter, w: Window, labels: Sequence[str]) -> Query:

@@ -6,19 +6,18 @@ answer: the samples around each boundary and, for gauges, the sum and count of t
 the window. ``counter_at_boundary``, ``gauge_start``, ``gauge_end`` and ``gauge_closed_form``
 apply the same rules to those, and say when they cannot (the series is then irregular and metered
 from its raw samples). ``merged_usage`` tells copies of one measured thing from its lives in time;
-``namespace_of``, ``unit_key`` and ``view_rank`` say what a series is; ``customer_usage`` folds
-amounts per namespace into the report's records per customer.
+``namespace_of``, ``unit_key``, ``view_rank`` and ``route_of`` say what a series is and where its
+usage goes; ``gated`` multiplies a series by its pod's gate.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
-from ..report import CustomerUsage, round_amount
 from .plan import Meter, Window
 
 Samples = Sequence[tuple[float, float]]
@@ -214,6 +213,37 @@ def unit_key(meter: Meter, labels: Mapping[str, str]) -> tuple[tuple[str, str], 
     return tuple(sorted((k, v) for k, v in labels.items() if k != "__name__" and k not in meter.dedup))
 
 
+def route_of(meter: Meter, labels: Mapping[str, str]) -> tuple[str, float] | None:
+    """(report field, factor) a series' usage goes to: the meter's own field, or for a routed
+    meter the first route whose resource regex its ``resource`` label fully matches (None: no
+    route takes it)."""
+    if not meter.routes:
+        return meter.name, 1.0
+    resource = labels.get("resource", "")
+    for route in meter.routes:
+        if re.fullmatch(route.resource, resource):
+            return route.field, route.factor
+    return None
+
+
+def gated(samples: Samples, gate: Samples, w: Window) -> Samples:
+    """A gated series' samples, each times its gate at that instant: the gate's sample at the same
+    time, else its last one before it at most max_gap earlier (two scrape jobs stamp different
+    times), else 0 (no gate seen: the pod was not running). ``gate`` is sorted by time; where
+    copies of the gate share a time, the largest value counts."""
+    times = [t for t, _ in gate]
+    out = []
+    for t, v in samples:
+        i = bisect.bisect_right(times, t)
+        if i == 0 or t - times[i - 1] > w.max_gap:
+            out.append((t, 0.0))
+            continue
+        at = times[i - 1]
+        value = max(g for tg, g in gate[bisect.bisect_left(times, at) : i])
+        out.append((t, v * value))
+    return out
+
+
 def view_rank(meter: Meter, labels: Mapping[str, str]) -> int:
     """Which view of its unit a series is (0 the preferred one; always 0 for meters without views)."""
     if meter.prefer is None:
@@ -273,51 +303,3 @@ def merged_usage(kind: str, series: Sequence[Samples], w: Window) -> float:
 
 
 UnitKey = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class NamespaceOwners:
-    """Which customer owns each namespace, from the Kubernetes API and, for namespaces deleted
-    since, from kube-state-metrics' history."""
-
-    live: Mapping[str, str]
-    historical: Mapping[str, str]
-
-    def owner(self, namespace: str) -> str | None:
-        """The customer billed for a namespace's usage, or None (never billed)."""
-        owner = self.live.get(namespace) or self.historical.get(namespace)
-        return owner or None
-
-
-def customer_usage(
-    meters: Sequence[Meter],
-    amounts: Mapping[str, Mapping[str, float]],
-    owners: NamespaceOwners,
-) -> Iterator[CustomerUsage]:
-    """Fold per-namespace amounts (``{meter: {namespace: raw amount}}``) into report records,
-    yielded in customer order.
-
-    Every customer with a live labeled namespace gets a record (zeros when idle); a namespace
-    deleted during the window joins its customer's record when it had usage. Amounts are scaled
-    to report units and rounded once, per customer. Each customer's amounts are summed when its
-    record is made, so nothing per customer is held but the list of its namespaces.
-    """
-    namespaces: dict[str, list[str]] = defaultdict(list)
-    for namespace, customer in owners.live.items():
-        namespaces[customer].append(namespace)
-    columns = [amounts.get(meter.name, {}) for meter in meters]
-    for column in columns:
-        for namespace, value in column.items():
-            if value != 0 and namespace and namespace not in owners.live:  # "": attributed to none
-                owner = owners.owner(namespace)
-                if owner is not None and namespace not in namespaces[owner]:
-                    namespaces[owner].append(namespace)
-    for customer in sorted(namespaces):
-        names = sorted(namespaces.pop(customer))
-        fields = {
-            meter.name: round_amount(
-                meter.name, max(sum(column.get(ns, 0.0) for ns in names), 0.0) / meter.scale, meter.integer
-            )
-            for meter, column in zip(meters, columns, strict=True)
-        }
-        yield CustomerUsage(customer, names, **fields)

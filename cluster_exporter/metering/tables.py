@@ -13,10 +13,25 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 
 from .plan import Meter, Window
-from .rules import RawSeries, Samples, UnitKey, copy_key, merged_usage, namespace_of, unit_key, view_rank
+from .rules import (
+    RawSeries,
+    Samples,
+    UnitKey,
+    copy_key,
+    gated,
+    merged_usage,
+    namespace_of,
+    route_of,
+    unit_key,
+    view_rank,
+)
+
+# An owner's stretch of a namespace inside the window: [lo, hi) and the customer ("" for none).
+Piece = tuple[float, float, str]
 
 
 def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
@@ -126,6 +141,20 @@ class SeriesIndex:
             i += 1
         return None
 
+    def get(self, key: tuple[int, int]) -> list[float] | None:
+        """The numbers stored for ``key`` (None if absent or undecided), without taking them."""
+        hi, lo = self._hi, self._lo
+        i = bisect.bisect_left(hi, key[0])
+        while i < len(hi) and hi[i] == key[0]:
+            if lo[i] == key[1]:
+                values = [column[i] for column in self._values]
+                return None if math.isnan(values[0]) else values
+            i += 1
+        return None
+
+    def __len__(self) -> int:
+        return len(self._hi)
+
     def left(self) -> int:
         """How many stored series were never taken."""
         return len(self._taken) - sum(self._taken)
@@ -144,16 +173,20 @@ class UnitTotals:
     (``Names``).
     """
 
-    def __init__(self, meter: Meter, names: Names | None = None) -> None:
+    def __init__(self, meter: Meter, names: Names | None = None, cut: Collection[str] = ()) -> None:
         self.meter = meter
         self._names = names or Names()
         self._views = meter.prefer is not None and meter.unit is not None  # else unit = copy, rank 0
         self._copy_hi, self._copy_lo, self._unit = array("q"), array("q"), array("q")
         self._rank = array("b")
         self._usage = array("d")
+        self._field = array("b")  # index into meter.fields (routed meters)
         self._namespace: list[str] = []
         self.irregular_units: dict[int, tuple[tuple[str, str], ...]] = {}
         self.copies = 0  # series merged into another as a copy of the same thing (amounts() counts them)
+        # Namespaces whose owner changed inside the window: their series are all metered from raw
+        # samples, cut at the change (``RawUnits``).
+        self.cut = cut
 
     def _ids(self, labels: Mapping[str, str]) -> tuple[tuple[int, int], int, int]:
         """(copy id, unit id, rank of the view) of a series."""
@@ -164,23 +197,33 @@ class UnitTotals:
         return copy_id, hash(unit_key(meter, labels)), view_rank(meter, labels)
 
     def add(self, labels: Mapping[str, str], usage: float) -> None:
-        """One series' usage."""
+        """One series' usage (times its route's factor; a series no route takes is dropped)."""
+        namespace = namespace_of(self.meter, labels)
+        if namespace in self.cut:
+            self.irregular(labels)
+            return
+        route = route_of(self.meter, labels)
+        if route is None:
+            return
         (hi, lo), unit_id, rank = self._ids(labels)
         self._copy_hi.append(hi)
         self._copy_lo.append(lo)
         if self._views:
             self._unit.append(unit_id)
             self._rank.append(rank)
-        self._usage.append(usage)
-        self._namespace.append(self._names.get(namespace_of(self.meter, labels)))
+        self._usage.append(usage * route[1])
+        if self.meter.routes:
+            self._field.append(self.meter.fields.index(route[0]))
+        self._namespace.append(self._names.get(namespace))
 
     def irregular(self, labels: Mapping[str, str]) -> None:
         """A series that must be metered from its raw samples, with everything of its unit."""
         self.irregular_units[self._ids(labels)[1]] = unit_key(self.meter, labels)
 
-    def amounts(self) -> Iterator[tuple[str, float]]:
-        """(namespace, usage) for every counted series of the units with no irregular series
-        (the caller sums), building no per-namespace table of its own."""
+    def amounts(self) -> Iterator[tuple[str, str, float]]:
+        """(report field, namespace, usage) for every counted series of the units with no
+        irregular series (the caller sums), building no per-namespace table of its own."""
+        fields, routed = self.meter.fields, bool(self.meter.routes)
         hi, lo, usage = self._copy_hi, self._copy_lo, self._usage
         units, ranks = (self._unit, self._rank) if self._views else (hi, None)
         order = _rows_by(hi)  # copies are adjacent (equal hi)
@@ -206,7 +249,7 @@ class UnitTotals:
         for i in copies:
             unit = units[i]
             if unit not in self.irregular_units and (ranks is None or best_rank[unit] == ranks[i]):
-                yield self._namespace[i], usage[i]
+                yield fields[self._field[i]] if routed else fields[0], self._namespace[i], usage[i]
 
 
 def _overlapping(series: Sequence[Samples]) -> int:
@@ -226,30 +269,52 @@ class RawUnits:
     ``(namespace, usage)`` per unit. A fetch's matchers may select other combinations of label
     values than the units asked for: those series are ignored."""
 
-    def __init__(self, meter: Meter, units: set[UnitKey], w: Window) -> None:
+    def __init__(
+        self, meter: Meter, units: set[UnitKey], w: Window, pieces: Mapping[str, Sequence[Piece]] | None = None
+    ) -> None:
         self.meter, self.w = meter, w
         self._wanted = units
+        self._pieces = pieces or {}
         self._series: dict[UnitKey, dict[int, list[array[float]]]] = {}
         self.found: set[UnitKey] = set()
         self.copies = 0  # series alive at the same time as another of their unit and view
+        self.gates: dict[UnitKey, Samples] = {}  # gated meters: each pod's gate samples, by gate labels
 
     def add(self, labels: Mapping[str, str], samples: Samples) -> None:
-        """One raw series (a counter's already led by its value before, ``with_value_before``)."""
+        """One raw series (a counter's already led by its value before, ``with_value_before``);
+        a gated meter's gates must be in ``gates`` first."""
         key = unit_key(self.meter, labels)
         if key not in self._wanted:
             return
         self.found.add(key)
+        if self.meter.gate is not None:
+            gate = self.gates.get(tuple((name, labels.get(name, "")) for name in self.meter.gate_labels), [])
+            samples = gated(samples, gate, self.w)
         flat = array("d", (x for sample in samples for x in sample))
         self._series.setdefault(key, {}).setdefault(view_rank(self.meter, labels), []).append(flat)
 
-    def take(self) -> Iterator[tuple[str, float]]:
-        """(namespace, usage) for every unit collected since the last take; they are forgotten."""
+    def take(self) -> Iterator[tuple[str, str, str | None, float]]:
+        """(report field, namespace, customer, usage) for every unit collected since the last
+        take; they are forgotten. The customer is None (the namespace's owner) except in a
+        namespace whose owner changed inside the window: one row per owner's piece of it."""
         meter, collected = self.meter, self._series
         self._series = {}
         for key, views in collected.items():
+            labels = dict(key)
+            route = route_of(meter, labels)
+            if route is None:
+                continue
+            field, factor = route
             series = [list(zip(flat[::2], flat[1::2], strict=True)) for flat in views[min(views)]]
             self.copies += _overlapping(series)
-            yield namespace_of(meter, dict(key)), merged_usage(meter.kind, series, self.w)
+            namespace = namespace_of(meter, labels)
+            pieces = self._pieces.get(namespace)
+            if pieces is None:
+                yield field, namespace, None, merged_usage(meter.kind, series, self.w) * factor
+                continue
+            for lo, hi, customer in pieces:
+                part = merged_usage(meter.kind, series, replace(self.w, start=lo, end=hi))
+                yield field, namespace, customer, part * factor
 
 
 def raw_amounts(meter: Meter, series: Iterable[RawSeries], units: set[UnitKey], w: Window) -> dict[str, float]:
@@ -258,7 +323,7 @@ def raw_amounts(meter: Meter, series: Iterable[RawSeries], units: set[UnitKey], 
     for labels, samples in series:
         raw.add(labels, samples)
     out: dict[str, float] = {}
-    for namespace, amount in raw.take():
+    for _, namespace, _, amount in raw.take():
         out[namespace] = out.get(namespace, 0.0) + amount
     return out
 
@@ -303,6 +368,8 @@ class AmountTable:
         self._index = {name: i for i, name in enumerate(meters)}
         self._names = names
         self._columns: list[array[float]] = [array("d") for _ in meters]
+        # (field, namespace, customer) -> amount, for namespaces whose owner changed in the window
+        self.pieces: dict[tuple[str, str, str], float] = {}
 
     def add(self, meter: str, namespace: str, value: float) -> None:
         """Add ``value`` to the namespace's amount of ``meter``."""
@@ -310,6 +377,12 @@ class AmountTable:
         if row >= len(column):
             column.extend(array("d", bytes(8 * (row + 1 - len(column)))))
         column[row] += value
+
+    def add_piece(self, meter: str, namespace: str, customer: str, value: float) -> None:
+        """Add an owner's piece of a namespace's amount (also to the namespace's whole amount)."""
+        self.add(meter, namespace, value)
+        key = (meter, namespace, customer)
+        self.pieces[key] = self.pieces.get(key, 0.0) + value
 
     def columns(self) -> dict[str, Mapping[str, float]]:
         """{meter: {namespace: amount}} as views over the columns (nothing is copied)."""

@@ -7,11 +7,12 @@ failure fails the window (no partial report, no zero standing in for a failed so
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+import logging
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..errors import ExporterError, NoDataError, UsageError, WindowNotReadyError
+from ..errors import ExporterError, NoDataError, PrometheusError, UsageError, WindowNotReadyError
 from ..report import UsageReport, build_report, format_time, window_label
 from ..settings import KubernetesSettings, Settings
 from ..sources.kube.discovery import discover_customers
@@ -19,9 +20,12 @@ from ..sources.prometheus import PrometheusClient
 from ..times import BadTime, parse_rfc3339
 from . import plan as q
 from .checks import MeterCheck, check_attribution, check_pipelines
-from .fold import meter_amounts
-from .rules import NamespaceOwners, customer_usage, first_set, namespace_of
+from .fold import MeterResult, Pieces, meter_amounts
+from .ownership import Field, WindowOwners, customer_usage, owner_pieces
+from .rules import Samples, namespace_of
 from .tables import AmountTable, Names
+
+log = logging.getLogger(__name__)
 
 CPU = "cpu_hours"
 # prometheus.meters_at_once = "auto": one meter at a time until discovery has counted the labeled
@@ -33,6 +37,8 @@ LARGE_CLUSTER = 50_000
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 OnChecks = Callable[[Sequence[MeterCheck]], None]
+# (window start, window end, owners discovered now) -> the owners to bill the window with
+OwnersAt = Callable[[datetime, datetime, Mapping[str, str]], Mapping[str, str]]
 
 
 def parse_time(text: str) -> datetime:
@@ -85,11 +91,15 @@ async def measure_window(
     prometheus: PrometheusClient,
     discover: Discover = discover_customers,
     on_checks: OnChecks | None = None,
+    owners_at: OwnersAt | None = None,
 ) -> UsageReport:
     """The report for [window_end - window, window_end), or an ExporterError saying why not.
 
     ``on_checks`` receives what the answers said about the data (one MeterCheck per meter) once
-    every answer is in, before any check of the data can fail the window.
+    every answer is in, before any check of the data can fail the window. ``owners_at`` gives
+    the owners to bill the window with, from those discovered now (default: those); where
+    kube-state-metrics records the customer label, its record of the window wins, cut at every
+    change inside it (metering/ownership.py).
     """
     m = settings.metering
     start, end = window_bounds(window_end, m.window)
@@ -99,18 +109,22 @@ async def measure_window(
     # Each answer is folded into these while it is parsed: a window holds one row of amounts per
     # namespace, and per-series numbers only for the meters being measured at the moment.
     names = Names()
-    table = AmountTable([meter.name for meter in meters], names)
+    table = AmountTable([field for meter in meters for field in meter.fields], names)
     checks = {meter.name: MeterCheck(meter.name, meter.namespace_labels) for meter in meters}  # all shards
     after_end: dict[str, int] = {meter.name: 0 for meter in meters}  # series with a sample after the end
-    owners = _Owners(q.ksm_label_name(settings.kubernetes.customer_label))
+    gate_rows: dict[str, int] = {meter.name: 0 for meter in meters}
     gate = _MeterGate(settings.prometheus.meters_at_once)
     max_query_length = settings.prometheus.max_query_length
+    ownership = _Ownership(q.ksm_label_name(settings.kubernetes.customer_label))
 
     async def measure(meter: q.Meter) -> None:
         async with gate:
-            result = await meter_amounts(prometheus, meter, w, table, names, max_query_length)
+            result: MeterResult = await meter_amounts(
+                prometheus, meter, w, table, names, max_query_length, ownership.pieces_ready
+            )
         checks[meter.name].merge(result.check)
         after_end[meter.name] += result.after_end
+        gate_rows[meter.name] += result.gate_rows
 
     async def discover_live() -> dict[str, str]:
         live = await discover(settings.kubernetes)
@@ -127,8 +141,10 @@ async def measure_window(
             async with asyncio.TaskGroup() as group:  # one failure cancels the rest of the window
                 live_task = group.create_task(discover_live()) if listed is None else None
                 if m.namespace_labels_metric:
-                    owners_query = q.namespace_owners(settings.kubernetes.customer_label, w)
-                    group.create_task(prometheus.stream_vector(owners_query, owners))
+                    label_key = settings.kubernetes.customer_label
+                    group.create_task(ownership.read(prometheus, label_key, w, max_query_length))
+                else:
+                    ownership.pieces_ready.set_result({})
                 for shard in shards:
                     plan = q.meter_plan(shard, w)
                     if isinstance(plan, q.TemplatePlan):
@@ -143,9 +159,11 @@ async def measure_window(
 
     columns = table.columns()
     for meter in meters:
-        column, check = columns[meter.name], checks[meter.name]
-        check.unattributed_amount = max(column.get("", 0.0), 0.0) / meter.scale
-        check.attributed_amount = sum(abs(v) for namespace, v in column.items() if namespace) / meter.scale
+        check = checks[meter.name]
+        unattributed = sum(columns[field].get("", 0.0) for field in meter.fields)
+        attributed = sum(abs(v) for field in meter.fields for namespace, v in columns[field].items() if namespace)
+        check.unattributed_amount = max(unattributed, 0.0) / meter.scale
+        check.attributed_amount = attributed / meter.scale
     if on_checks is not None:
         on_checks(list(checks.values()))
     series = {name: check.series for name, check in checks.items()}
@@ -162,6 +180,11 @@ async def measure_window(
             "the window cannot be closed"
         )
     for meter in meters:
+        if meter.required and meter.gate is not None and not gate_rows[meter.name]:
+            raise NoDataError(
+                f"meter {meter.name}: Prometheus has no {meter.gate} series around the window: kube-state-metrics "
+                "is not scraped (or set metering.requests and metering.gpu to auto or off)"
+            )
         if meter.required and not series[meter.name]:
             hint = (
                 ' (set metering.http_source = "none" if this cluster has no ingress)'
@@ -176,13 +199,23 @@ async def measure_window(
         [(checks[meter.name], meter.selector, meter.namespace_setting) for meter in meters],
         m.min_attributed_share,
     )
-    check_pipelines(columns, live)
-    return build_report(
-        settings.cluster_id,
-        start,
-        end,
-        customer_usage(meters, columns, NamespaceOwners(live=live, historical=owners.historical)),
-    )
+    observed = owners_at(start, end, live) if owners_at is not None else live
+    check_pipelines(columns, observed)
+    owners = WindowOwners(observed, ownership.recorded, ownership.pieces)
+    fields = [
+        field
+        for meter in meters
+        if not (meter.auto and not gate_rows[meter.name])  # measured only where the source is there
+        for field in _fields(meter)
+    ]
+    return build_report(settings.cluster_id, start, end, customer_usage(fields, columns, table.pieces, owners))
+
+
+def _fields(meter: q.Meter) -> list[Field]:
+    """A meter's report fields (a routed meter's amounts are already in report units)."""
+    if meter.routes:
+        return [Field(name) for name in meter.fields]
+    return [Field(meter.name, meter.scale, meter.integer)]
 
 
 class _MeterGate:
@@ -208,19 +241,69 @@ class _MeterGate:
         self._semaphore.release()
 
 
-class _Owners:
-    """kube-state-metrics' record of each namespace's customer label during the window (a
-    VectorSink): kube-state-metrics' own namespace label arrives as exported_namespace where its
-    job does not honor labels."""
+class _Ownership:
+    """kube-state-metrics' record of each namespace's customer label around the window.
+
+    ``read`` streams one row per namespace and value (``sample``, a VectorSink), then fetches the
+    raw samples of the namespaces with two values and cuts the window at each change
+    (``owner_pieces``). ``pieces_ready`` resolves with those pieces (the meters' scans wait for
+    it: a cut namespace's series are all metered from raw samples). kube-state-metrics' own
+    namespace label arrives as exported_namespace where its job does not honor labels. Nothing
+    is recorded unless some namespace carries the customer label (else the label is not in
+    kube-state-metrics' allowlist, and the record would say nobody owns anything).
+    """
 
     def __init__(self, ksm_label: str) -> None:
         self.ksm_label = ksm_label
-        self.historical: dict[str, str] = {}
+        self.recorded: dict[str, str] = {}
+        self.pieces: dict[str, list[tuple[float, float, str]]] = {}
+        self.pieces_ready: asyncio.Future[Pieces] = asyncio.get_running_loop().create_future()
+        self._changed: dict[str, str] = {}  # namespace -> the label carrying its name
+        self._labeled = False
 
     def sample(self, labels: dict[str, str], value: float) -> None:
-        namespace = first_set(labels, q.NAMESPACE_LABELS)
-        if namespace:
-            self.historical[namespace] = labels.get(self.ksm_label, "")
+        label = "exported_namespace" if labels.get("exported_namespace") else "namespace"
+        namespace = labels.get(label, "")
+        if not namespace:
+            return
+        customer = labels.get(self.ksm_label, "")
+        self._labeled = self._labeled or bool(customer)
+        if self.recorded.setdefault(namespace, customer) != customer:
+            self._changed[namespace] = label
+
+    async def read(self, prometheus: PrometheusClient, label_key: str, w: q.Window, max_length: int) -> None:
+        """Read the record and resolve ``pieces_ready``."""
+        await prometheus.stream_vector(q.namespace_owners(label_key, w), self)
+        if not self._labeled:
+            self.recorded, self._changed = {}, {}
+        series = _LabelSamples(self.ksm_label)
+        for label in sorted(set(self._changed.values())):
+            names = [namespace for namespace, carrier in self._changed.items() if carrier == label]
+            for chunk in q.namespace_chunks(names, max_length):
+                series.label = label
+                await prometheus.stream_matrix(q.namespace_label_samples(label, chunk, w), series)
+        for namespace in self._changed:
+            if namespace not in series.samples:
+                raise PrometheusError(
+                    f"kube_namespace_labels of namespace {namespace} did not come back; answers changed"
+                )
+            pieces = owner_pieces(series.samples[namespace], w)
+            if len(pieces) > 1:
+                self.pieces[namespace] = pieces
+            self.recorded[namespace] = pieces[-1][2]
+        self.pieces_ready.set_result(self.pieces)
+
+
+class _LabelSamples:
+    """Raw kube_namespace_labels samples per namespace and customer value (a MatrixSink)."""
+
+    def __init__(self, ksm_label: str) -> None:
+        self.ksm_label, self.label = ksm_label, "namespace"
+        self.samples: dict[str, list[tuple[str, Samples]]] = {}
+
+    def series(self, labels: dict[str, str], samples: Samples) -> None:
+        namespace = labels.get(self.label, "")
+        self.samples.setdefault(namespace, []).append((labels.get(self.ksm_label, ""), samples))
 
 
 class _TemplateAnswer:
