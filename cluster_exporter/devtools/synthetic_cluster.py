@@ -36,7 +36,10 @@ Conventions that make "what the samples show" and "what was used" the same thing
 - a scrape outage leaves at most ``MAX_BRIDGED_GAP`` (300 s, Prometheus' lookback delta, the
   longest gap the metering bridges) between two samples, and the function is straight across it;
 - gauge lives that follow each other under unchanged labels at most ``MAX_BRIDGED_GAP`` apart
-  look like one series to the samples: the line between them counts (``Cluster._bridges``).
+  look like one series to the samples: the line between them counts (``Cluster._bridges``);
+- a namespace that changes hands (``Cluster.owners``) does so at a kube-state-metrics sample time;
+  its usage is cut there, which is exact because every function is straight between its own
+  samples; no new counter of the namespace starts between the cut and its first sample.
 
 The demo cluster carries every trap the metering must survive: pod-level cgroup series
 (container=""), pause containers (container="POD"), network reported on both, per-CPU series next to
