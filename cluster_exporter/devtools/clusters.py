@@ -1,7 +1,8 @@
 """The concrete synthetic clusters: the demo's (every trap, small) and the benchmarks' (large).
 
 Built with the model and builders of synthetic_cluster; see that module for the conventions that
-make the generated samples and the analytic truth the same thing.
+make the generated samples and the analytic truth the same thing. The platform cluster (owners
+changing over time, GPUs, requests) is in platform_cluster.
 """
 
 from __future__ import annotations

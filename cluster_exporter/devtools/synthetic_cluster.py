@@ -36,7 +36,10 @@ Conventions that make "what the samples show" and "what was used" the same thing
 - a scrape outage leaves at most ``MAX_BRIDGED_GAP`` (300 s, Prometheus' lookback delta, the
   longest gap the metering bridges) between two samples, and the function is straight across it;
 - gauge lives that follow each other under unchanged labels at most ``MAX_BRIDGED_GAP`` apart
-  look like one series to the samples: the line between them counts (``Cluster._bridges``).
+  look like one series to the samples: the line between them counts (``Cluster._bridges``);
+- a namespace that changes hands (``Cluster.owners``) does so at a kube-state-metrics sample time;
+  its usage is cut there, which is exact because every function is straight between its own
+  samples; no new counter of the namespace starts between the cut and its first sample.
 
 The demo cluster carries every trap the metering must survive: pod-level cgroup series
 (container=""), pause containers (container="POD"), network reported on both, per-CPU series next to
@@ -272,7 +275,25 @@ class Level:
         return sum((b - a) * (self.value(a) + self.value(b)) / 2 for a, b in itertools.pairwise(points))
 
 
-Meter = Literal["cpu", "memory", "net_tx", "net_rx", "storage", "http", "istio", "pg_commits", "mqtt_clients"]
+Meter = Literal[
+    "cpu",
+    "memory",
+    "net_tx",
+    "net_rx",
+    "storage",
+    "http",
+    "istio",
+    "pg_commits",
+    "mqtt_clients",
+    "gpu",  # GPUs requested by running pods (a gated gauge, weighted by GPU_WEIGHTS[resource])
+    "gpu_busy",  # GPU time kept busy: dcgm-exporter's engine-active ratio
+    "cpu_request",  # cores requested by running pods (gated)
+    "memory_request",  # bytes requested by running pods (gated)
+]
+# GPUs per unit of an extended resource. A MIG 1g slice is one of the 7 compute slices of an
+# A100/H100 (NVIDIA MIG user guide, "Supported MIG Profiles": 1g.5gb has 1/7 of the SMs, up to 7
+# instances).
+GPU_WEIGHTS = {"nvidia_com_gpu": 1.0, "amd_com_gpu": 1.0, "nvidia_com_mig_1g_5gb": 1.0 / 7.0}
 
 
 @dataclass
@@ -283,6 +304,8 @@ class Series:
     series the metering must leave out (pod-level sums, pause containers, duplicate copies).
     ``clock`` is set when the exporter stamps the samples itself (cAdvisor): see the module
     docstring. ``first`` and ``last`` are snapped to the series' first and last sample times.
+    ``gate`` makes a constant gauge count only while a 0/1 level says so (a pod's requests times
+    its Running phase, the gated rule in devtools/platform_cluster.py).
     """
 
     name: str
@@ -295,6 +318,7 @@ class Series:
     namespace: str | None = None
     counts: bool = True
     clock: Clock | None = None
+    gate: Level | None = None
     times: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -303,6 +327,8 @@ class Series:
         if not self.times:
             raise ValueError(f"{self.name}{dict(self.labels)} has no sample")
         self.first, self.last = self.times[0], self.times[-1]
+        if self.gate is not None and not (isinstance(self.fn, Level) and len(self.fn.knots) == 1):
+            raise ValueError(f"{self.name}{dict(self.labels)}: only a constant gauge can be gated")
 
     def samples(self) -> Iterator[tuple[float, float]]:
         """(time, value) of every sample, skipping scrape gaps."""
@@ -313,43 +339,92 @@ class Series:
         """Exact usage inside [lo, hi): a counter's increase, a gauge's integral (value-seconds)."""
         if isinstance(self.fn, Counter):
             return self.fn.used(max(lo, self.fn.start), min(hi, self.last))
+        if self.gate is not None:
+            # constant x a line through the gate's samples: the trapezoids of the products
+            return self.fn.knots[0][1] * self.gate.integral(max(lo, self.first), min(hi, self.last))
         return self.fn.integral(max(lo, self.first), min(hi, self.last))
 
 
 @dataclass
 class Cluster:
-    """Namespaces, their owners, and every series of the history."""
+    """Namespaces, their owners, and every series of the history.
+
+    ``owners`` holds the namespaces whose owner changes inside the history: name -> [(from_time,
+    customer or None)], sorted, as kube-state-metrics' samples show it (from_time is the first
+    sample showing the new label value; no owner before the first entry). A namespace not in it
+    is owned by ``customer_of`` all along.
+    """
 
     start: float
     end: float
     namespaces: dict[str, str | None]  # name -> customer id (None: unlabeled); live at `end`
     deleted: dict[str, tuple[str | None, float]] = field(default_factory=dict)  # name -> (customer, deleted_at)
     series: list[Series] = field(default_factory=list)
+    owners: dict[str, list[tuple[float, str | None]]] = field(default_factory=dict)
 
     def customer_of(self, namespace: str) -> str | None:
-        """Owner of a namespace, live or deleted."""
+        """Owner of a namespace, live or deleted (its owner at the end, for changing owners)."""
         if namespace in self.namespaces:
             return self.namespaces[namespace]
         if namespace in self.deleted:
             return self.deleted[namespace][0]
         return None
 
+    def ownership(self, namespace: str, lo: float, hi: float) -> list[tuple[float, float, str | None]]:
+        """[lo, hi) cut where the namespace changes hands: (from, to, customer or None)."""
+        history = self.owners.get(namespace)
+        if history is None:
+            return [(lo, hi, self.customer_of(namespace))]
+        bounds = [(-math.inf, None), *history, (math.inf, None)]
+        out = []
+        for (a, customer), (b, _) in itertools.pairwise(bounds):
+            a, b = max(a, lo), min(b, hi)
+            if b > a:
+                out.append((a, b, customer))
+        return out
+
+    def namespaces_of(self, lo: float, hi: float) -> dict[str, list[str]]:
+        """Customer -> the namespaces it owned some part of [lo, hi), sorted."""
+        out: dict[str, set[str]] = defaultdict(set)
+        names = [*self.namespaces, *(n for n in self.deleted if self.deleted[n][1] > lo)]
+        for ns in names:
+            for _, _, customer in self.ownership(ns, lo, hi):
+                if customer is not None:
+                    out[customer].add(ns)
+        return {c: sorted(v) for c, v in sorted(out.items())}
+
     def truth(self, window_start: datetime, window_end: datetime) -> dict[str, dict[str, float]]:
-        """Exact usage per customer in [window_start, window_end), in report units."""
+        """Exact usage per customer in [window_start, window_end), in report units.
+
+        A namespace's usage is cut where it changes hands (``owners``): each customer gets the
+        part inside its ownership, usage while no one owns it is billed to nobody. The optional
+        meters (GPUs, requests) appear only when the cluster has their sources, as a report
+        carries them only when measured.
+        """
         lo, hi = window_start.timestamp(), window_end.timestamp()
         raw: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        measured: set[str] = set()
         for s in self.series:
             if not s.counts or s.meter is None or s.namespace is None:
                 continue
-            customer = self.customer_of(s.namespace)
-            if customer is None:
-                continue
-            raw[customer][s.meter] += s.truth(lo, hi)
-        for meter, namespace, value in self._bridges(lo, hi):
-            customer = self.customer_of(namespace)
-            if customer is not None:
-                raw[customer][meter] += value
-        customers = {c for c in [*self.namespaces.values(), *(d[0] for d in self.deleted.values())] if c}
+            measured.add(s.meter)
+            weight = GPU_WEIGHTS[dict(s.labels)["resource"]] if s.meter == "gpu" else 1.0
+            for a, b, customer in self.ownership(s.namespace, lo, hi):
+                if customer is not None:
+                    raw[customer][s.meter] += weight * s.truth(a, b)
+        for meter, namespace, line in self._bridge_lines():
+            for a, b, customer in self.ownership(namespace, lo, hi):
+                if customer is not None:
+                    raw[customer][meter] += line.integral(max(a, line.knots[0][0]), min(b, line.knots[-1][0]))
+        customers = {
+            c
+            for c in [
+                *self.namespaces.values(),
+                *(d[0] for d in self.deleted.values()),
+                *(c for history in self.owners.values() for _, c in history),
+            ]
+            if c
+        }
         out: dict[str, dict[str, float]] = {}
         for customer in sorted(customers):
             m = raw.get(customer, {})
@@ -364,9 +439,12 @@ class Cluster:
                 "pg_commits": m.get("pg_commits", 0.0),
                 "mqtt_client_hours": m.get("mqtt_clients", 0.0) / 3600,
             }
+            for meter, report, unit in _OPTIONAL_METERS:
+                if meter in measured:
+                    out[customer][report] = m.get(meter, 0.0) / unit
         return out
 
-    def _bridges(self, lo: float, hi: float) -> Iterator[tuple[str, str, float]]:
+    def _bridge_lines(self) -> Iterator[tuple[Meter, str, Level]]:
         """Gauge lives that follow each other under unchanged labels at most MAX_BRIDGED_GAP apart
         look like one series: the samples show the line from one life's last sample to the next
         one's first, so it counts."""
@@ -378,11 +456,18 @@ class Cluster:
             group.sort(key=lambda i: i.first)
             for before, after in itertools.pairwise(group):
                 if after.first - before.last <= MAX_BRIDGED_GAP:
+                    if before.gate is not None or after.gate is not None:
+                        raise ValueError(f"{before.name}: a gated gauge cannot be bridged")
                     line = Level(
                         knots=[(before.last, before.fn.value(before.last)), (after.first, after.fn.value(after.first))]
                     )
                     assert before.meter is not None and before.namespace is not None
-                    yield before.meter, before.namespace, line.integral(max(lo, before.last), min(hi, after.first))
+                    yield before.meter, before.namespace, line
+
+    def _bridges(self, lo: float, hi: float) -> Iterator[tuple[str, str, float]]:
+        """What each bridge between gauge lives adds in [lo, hi): (meter, namespace, value-seconds)."""
+        for meter, namespace, line in self._bridge_lines():
+            yield meter, namespace, line.integral(max(lo, line.knots[0][0]), min(hi, line.knots[-1][0]))
 
     def write_openmetrics(self, out: IO[str]) -> int:
         """Write the whole history as OpenMetrics text for promtool; returns the sample count."""
@@ -411,6 +496,15 @@ class Cluster:
         """Write the history to a file; returns the sample count."""
         with path.open("w") as fh:
             return self.write_openmetrics(fh)
+
+
+# The optional meters: (source meter, report field, source units per report unit).
+_OPTIONAL_METERS: tuple[tuple[Meter, str, float], ...] = (
+    ("gpu", "gpu_hours", 3600.0),
+    ("gpu_busy", "gpu_utilized_hours", 3600.0),
+    ("cpu_request", "cpu_request_hours", 3600.0),
+    ("memory_request", "memory_request_gb_hours", GIB * 3600.0),
+)
 
 
 def _escape(value: str) -> str:
