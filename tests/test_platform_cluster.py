@@ -72,19 +72,25 @@ def runs(points: Points) -> list[Points]:
 
 
 def owners_from_samples(history: dict[Key, Points]) -> dict[str, list[tuple[float, str | None]]]:
-    """Per namespace, (first sample of a run, its customer label or None), sorted."""
-    out: dict[str, list[tuple[float, str | None]]] = defaultdict(list)
+    """Per namespace, (sample time, its customer label or None) where the value differs from the
+    sample before: the owner at t is the value of the latest sample at or before t."""
+    samples: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for (name, labels), points in history.items():
         if name != "kube_namespace_labels":
             continue
         d = dict(labels)
-        for run in runs(points):
-            out[d["namespace"]].append((run[0][0], d.get(KSM_CUSTOMER_LABEL) or None))
-    return {ns: sorted(v) for ns, v in out.items()}
+        samples[d["namespace"]] += [(t, d.get(KSM_CUSTOMER_LABEL) or "") for t, _ in points]
+    out: dict[str, list[tuple[float, str | None]]] = {}
+    for ns, timeline in samples.items():
+        changes = out[ns] = []
+        for t, customer in sorted(timeline):
+            if not changes or (changes[-1][1] or "") != customer:
+                changes.append((t, customer or None))
+    return out
 
 
 def pieces(owners: list[tuple[float, str | None]], lo: float, hi: float) -> list[tuple[float, float, str | None]]:
-    """[lo, hi) cut at the run starts: the owner of each piece is the latest run started."""
+    """[lo, hi) cut at the changes: the owner of each piece is the latest change at or before it."""
     cuts = sorted({lo, hi, *(t for t, _ in owners if lo < t < hi)})
     out = []
     for a, b in itertools.pairwise(cuts):

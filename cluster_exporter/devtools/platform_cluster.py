@@ -8,11 +8,10 @@ they are a backlog spanning every change of owner.
 
 THE OWNERSHIP RULE. kube-state-metrics' ``kube_namespace_labels`` carries the customer label
 (``label_billing_example_com_customer_id``) while the namespace has it; a relabel ends one series
-and starts another, an unlabel starts one without the label. Per namespace the samples are
-grouped by series into runs (consecutive samples of one series at most MAX_BRIDGED_GAP apart);
-the owner at t is the label value of the run whose first sample is the latest at or before t
-("" or no label: nobody). A change of owner therefore happens at the first kube-state-metrics
-scrape showing the new value (``Cluster.owners`` holds these instants), and the truth gives each
+and starts another, an unlabel starts one without the label. The owner of a namespace at t is
+the customer label value of its latest kube_namespace_labels sample at or before t ("" or no
+label: nobody; metering/ownership.py). A change of owner therefore happens at the first
+kube-state-metrics scrape showing the new value (``Cluster.owners`` holds these instants), and the truth gives each
 owner exactly the part of the namespace's usage inside its ownership: a counter's increase
 between its values at the cut (it is straight between its own samples, so interpolation at the
 cut is exact), a gauge's integral up to and from the cut. Usage while no one owns the namespace

@@ -262,15 +262,17 @@ def requests_meter(settings: MeteringSettings) -> Meter | None:
 
 def gpu_utilization_meter(settings: MeteringSettings) -> Meter:
     """dcgm-exporter's busy time per GPU and pod, attributed by the pod labels its Kubernetes
-    mapping adds (namespace, pod, container). One GPU is one UUID: series of one UUID, pod and
-    container alive together are copies (two scrape jobs)."""
+    mapping adds (namespace, pod, container; exported_namespace, exported_pod and
+    exported_container where its scrape does not honor labels, as its chart's ServiceMonitor
+    does by default). One GPU is one UUID: series of one UUID, pod and container alive together
+    are copies (two scrape jobs)."""
     percent = settings.gpu_utilization == "DCGM_FI_DEV_GPU_UTIL"
     return Meter(
         "gpu_utilized_hours",
         "gauge",
         settings.gpu_utilization,
         namespace_labels=NAMESPACE_LABELS,
-        unit=(*NAMESPACE_LABELS, "pod", "container", "UUID"),
+        unit=(*NAMESPACE_LABELS, "exported_pod", "pod", "exported_container", "container", "UUID"),
         scale=3600.0 * (100.0 if percent else 1.0),
         required=True,
         namespace_setting="dcgm-exporter's Kubernetes pod mapping (namespace and pod labels)",

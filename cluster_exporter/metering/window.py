@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import ExporterError, NoDataError, PrometheusError, UsageError, WindowNotReadyError
@@ -211,6 +211,10 @@ async def measure_window(
     return build_report(settings.cluster_id, start, end, customer_usage(fields, columns, table.pieces, owners))
 
 
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 def _fields(meter: q.Meter) -> list[Field]:
     """A meter's report fields (a routed meter's amounts are already in report units)."""
     if meter.routes:
@@ -290,6 +294,8 @@ class _Ownership:
             pieces = owner_pieces(series.samples[namespace], w)
             if len(pieces) > 1:
                 self.pieces[namespace] = pieces
+                changes = ", ".join(f"{p[2] or '(none)'} from {format_time(_utc(p[0]))}" for p in pieces[1:])
+                log.info("namespace %s changed owner inside the window: %s; its usage is cut there", namespace, changes)
             self.recorded[namespace] = pieces[-1][2]
         self.pieces_ready.set_result(self.pieces)
 
