@@ -25,7 +25,7 @@ from cluster_exporter.devtools.prometheus_server import (
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL, Cluster
 from cluster_exporter.errors import LayoutError
 from cluster_exporter.metering.window import measure_window
-from cluster_exporter.report import UsageReport
+from cluster_exporter.report import UsageReport, build_report
 from cluster_exporter.settings import Settings, load_settings
 from cluster_exporter.sources.prometheus import PrometheusClient
 
@@ -108,7 +108,7 @@ async def test_prometheus_bills_each_part_to_its_owner_and_running_requests_only
     platform_prometheus: PrometheusServer, platform_kube: KubeApiStandIn, platform: Cluster, tmp_path: Path, hour: int
 ) -> None:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", platform_kube.url)
-    start, end = hour_windows(platform)[hour]
+    end = hour_windows(platform)[hour][1]
     report = await _report(platform_settings(platform_prometheus.url, kubeconfig), end)
     assert_matches_truth(report, platform)
 
@@ -118,7 +118,7 @@ async def test_victoriametrics_gives_the_same_report(
     platform_vm: VictoriaMetricsServer, platform_kube: KubeApiStandIn, platform: Cluster, tmp_path: Path, hour: int
 ) -> None:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", platform_kube.url)
-    start, end = hour_windows(platform)[hour]
+    end = hour_windows(platform)[hour][1]
     report = await _report(platform_settings(platform_vm.url, kubeconfig), end)
     assert_matches_truth(report, platform)
 
@@ -192,3 +192,48 @@ async def test_requests_without_phase_series_fail_the_window(
     monkeypatch.setattr(plan, "requests_meter", without_gates)
     with pytest.raises(LayoutError, match="kube-state-metrics must export both"):
         await _report(settings, hour_windows(platform)[1][1])
+
+
+async def test_run_catching_up_across_a_relabel_bills_each_window_to_its_owners_of_the_time(
+    platform_prometheus: PrometheusServer, platform_kube: KubeApiStandIn, platform: Cluster, tmp_path: Path
+) -> None:
+    """`run` after downtime: three backlog windows in one cycle, the Kubernetes API saying shop is
+    cust_b's now. Each delivered report bills each window to the owners of its time: 00:00-01:00
+    wholly to cust_a, 01:00-02:00 cut at the relabel, 02:00-03:00 to cust_b."""
+    from prometheus_client import CollectorRegistry
+
+    from cluster_exporter.delivery.service import RunOptions, run_service
+    from cluster_exporter.metering.window import parse_time
+
+    from .delivery.receiver import Receiver
+
+    token = tmp_path / "token"
+    token.write_text("platform-token")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", platform_kube.url)
+    base = platform_settings(platform_prometheus.url, kubeconfig)
+    windows = hour_windows(platform)
+    with Receiver(token="platform-token") as receiver:
+        settings = base.model_copy(
+            update={
+                "billing_api": base.billing_api.model_copy(update={"url": receiver.url, "token_file": token}),
+                "delivery": base.delivery.model_copy(
+                    update={
+                        "state_dir": tmp_path / "state",
+                        "leader_election": False,
+                        "backfill_from": windows[0][0],
+                    }
+                ),
+            }
+        )
+        options = RunOptions(once=True, as_of=parse_time("2025-11-20T03:07:00Z"))
+        code = await run_service(settings, options, registry=CollectorRegistry(), install_signal_handlers=False)
+        delivered = [attempts[-1].report() for attempts in receiver.by_key().values()]
+    assert code == 0
+    assert [r["window_start"] for r in delivered] == [f"2025-11-20T0{h}:00:00Z" for h in range(3)]
+    for body, (start, end) in zip(delivered, windows, strict=True):
+        records = {r["customer_id"]: {k: v for k, v in r.items() if k != "customer_id"} for r in body["usage"]}
+        report = build_report(body["cluster_id"], start, end, records)
+        assert body["report_id"] == report.report_id
+        assert_matches_truth(report, platform)
+    shop = [{r["customer_id"] for r in body["usage"] if "shop" in r["namespaces"]} for body in delivered]
+    assert shop == [{"cust_a"}, {"cust_a", "cust_b"}, {"cust_b"}]
