@@ -14,9 +14,10 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import meters
 from ..report import report_id
 from .decimals import PLACES
-from .models import MAX_AMOUNT, MAX_COUNT, MAX_PARTS
+from .models import MAX_AMOUNT, MAX_COUNT, MAX_PARTS, OPTIONAL_METERS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 AMOUNT = {
@@ -100,6 +101,15 @@ SCHEMAS: dict[str, Any] = {
             "network_bytes_received": COUNT,
             "storage_gb_hours": AMOUNT,
             "http_requests": COUNT,
+            **{
+                name: AMOUNT
+                | {
+                    "description": f"Optional, in {meters.BY_NAME[name].unit}s: {meters.BY_NAME[name].description}. "
+                    "Absent when the exporter did not measure it (not the same as 0); a plan billing on "
+                    "requests refuses to invoice hours without the request meter."
+                }
+                for name in OPTIONAL_METERS
+            },
         },
         "additionalProperties": AMOUNT | {"description": "A custom meter declared in the pricing file."},
     },
@@ -259,6 +269,8 @@ REPORT_EXAMPLE = {
             "network_bytes_received": 2000,
             "storage_gb_hours": 10.0,
             "http_requests": 42,
+            "cpu_request_hours": 2.0,
+            "memory_request_gb_hours": 4.0,
         }
     ],
 }
