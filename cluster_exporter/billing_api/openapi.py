@@ -202,11 +202,21 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["meter", "unit", "used", "included", "overage", "unit_price", "amount"],
+                    "required": ["meter", "unit", "basis", "used", "included", "overage", "unit_price", "amount"],
                     "properties": {
                         "meter": {"type": "string"},
                         "unit": {"type": "string"},
-                        "used": DECIMAL_TEXT,
+                        "basis": {
+                            "type": "string",
+                            "enum": ["usage", "requests", "max(usage, requests)"],
+                            "description": "What `used` is: the usage meter's total, the request meter's, or the "
+                            "sum over the month's hours of the larger of the two (the plan's cpu_basis, memory_basis).",
+                        },
+                        "used": DECIMAL_TEXT | {"description": "The quantity billed, on `basis`."},
+                        "usage_total": DECIMAL_TEXT
+                        | {"description": "CPU and memory lines not on usage: the month's usage meter total."},
+                        "requests_total": DECIMAL_TEXT
+                        | {"description": "CPU and memory lines not on usage: the month's request meter total."},
                         "included": {"type": "string", "description": "A decimal as text, or 'unlimited'."},
                         "overage": DECIMAL_TEXT,
                         "unit_price": DECIMAL_TEXT,
@@ -364,7 +374,13 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_schema("Invoice"), "The invoice."),
                 "404": _ref("NotFound"),
-                "409": _ref("Conflict") | {"description": "The customer has usage but no plan (PUT it first)."},
+                "409": _ref("Conflict")
+                | {
+                    "description": "The customer has usage but no plan (PUT it first), or its plan bills CPU or "
+                    "memory on requests (or max of usage and requests) and an hour of its usage in the month was "
+                    "reported without the request meter (enable metering.requests on that cluster's exporter); "
+                    "the message names the hour and cluster. Never billed as if nothing had been requested."
+                },
                 **ADMIN_ERRORS,
                 **ALWAYS,
                 **DATABASE,
