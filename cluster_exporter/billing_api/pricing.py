@@ -243,7 +243,7 @@ def hours_in_month(month: str) -> int:
 
 @dataclass(frozen=True)
 class InvoiceLine:
-    """One billed quantity: what was used, what the plan includes, and the overage's price."""
+    """One billed quantity (on its basis), what the plan includes, and the overage's price."""
 
     meter: str
     unit: str
