@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..errors import clip
 from ..report import format_time
 from ..times import BadTime, parse_rfc3339
+from .bases import MonthUsage
 from .errors import RequestRejected, StorageError
 from .intake import Intake
 from .metrics import BillingApiMetrics
@@ -193,7 +194,11 @@ def _terms_json(customer_id: str, terms: Any) -> dict[str, Any]:
 
 
 async def invoice_for(storage: Storage, pricing: PricingConfig, customer_id: str, month: str) -> Invoice:
-    """A customer's invoice for a calendar month (404 unknown customer, 409 usage but no plan)."""
+    """A customer's invoice for a calendar month.
+
+    404 unknown customer; 409 usage but no plan, or a plan billing CPU or memory on requests (or
+    the larger of usage and requests) for a month with hours whose reports lack the request meter.
+    """
     start, end = parse_month(month)
     terms = await storage.get_customer(customer_id)
     if terms is None:
@@ -202,8 +207,8 @@ async def invoice_for(storage: Storage, pricing: PricingConfig, customer_id: str
                 409, f"customer {customer_id} has usage but no plan: PUT /api/customers/{customer_id}"
             )
         raise RequestRejected(404, f"no customer {customer_id}")
-    totals = await storage.usage_totals(customer_id, int(start.timestamp()), int(end.timestamp()))
-    return compute_invoice(customer_id, month, terms, pricing, totals)
+    rows = await storage.usage_rows(customer_id, int(start.timestamp()), int(end.timestamp()))
+    return compute_invoice(customer_id, month, terms, pricing, MonthUsage.from_rows(rows))
 
 
 async def get_invoice(request: web.Request) -> web.Response:

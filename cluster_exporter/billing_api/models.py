@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from .. import meters
 from ..errors import clip
 from ..report import format_time, report_id
 from .decimals import EXACT, checked, text
@@ -77,6 +78,9 @@ def _amount(value: Decimal) -> Decimal:
 
 Amount = Annotated[Decimal, BeforeValidator(_number), AfterValidator(_amount)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+# Built-in meters a record carries only when the exporter measured them (GPUs, requests): absent
+# means "not measured", which is not 0 and is stored as no row at all (see pricing's bases).
+OPTIONAL_METERS: tuple[str, ...] = tuple(name for name in meters.NAMES if name in meters.OPTIONAL)
 
 
 def _custom_amount(name: str, value: Any, integer: bool) -> Decimal:
@@ -103,6 +107,18 @@ class UsageRecordIn(BaseModel):
     network_bytes_received: Count
     storage_gb_hours: Amount
     http_requests: Count
+    gpu_hours: Amount | None = None
+    gpu_utilized_hours: Amount | None = None
+    cpu_request_hours: Amount | None = None
+    memory_request_gb_hours: Amount | None = None
+
+    @field_validator(*OPTIONAL_METERS, mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Absent is "not measured"; a null would be a third spelling of it, so it is refused.
+        if value is None:
+            raise ValueError("must be a JSON number (leave the meter out when it was not measured)")
+        return value
 
     @model_validator(mode="after")
     def _custom_meters(self, info: ValidationInfo) -> UsageRecordIn:
@@ -115,7 +131,7 @@ class UsageRecordIn(BaseModel):
         return self
 
     def amounts(self) -> dict[str, Decimal]:
-        """meter -> exact amount, built-in and custom meters alike."""
+        """meter -> exact amount, built-in and custom meters alike; an optional meter only when measured."""
         out = {
             "cpu_hours": self.cpu_hours,
             "memory_gb_hours": self.memory_gb_hours,
@@ -124,6 +140,10 @@ class UsageRecordIn(BaseModel):
             "storage_gb_hours": self.storage_gb_hours,
             "http_requests": Decimal(self.http_requests),
         }
+        for name in OPTIONAL_METERS:
+            amount: Decimal | None = getattr(self, name)
+            if amount is not None:
+                out[name] = amount
         out.update(self.__pydantic_extra__ or {})
         return out
 

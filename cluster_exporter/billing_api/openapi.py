@@ -14,9 +14,10 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import meters
 from ..report import report_id
 from .decimals import PLACES
-from .models import MAX_AMOUNT, MAX_COUNT, MAX_PARTS
+from .models import MAX_AMOUNT, MAX_COUNT, MAX_PARTS, OPTIONAL_METERS
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 AMOUNT = {
@@ -100,6 +101,15 @@ SCHEMAS: dict[str, Any] = {
             "network_bytes_received": COUNT,
             "storage_gb_hours": AMOUNT,
             "http_requests": COUNT,
+            **{
+                name: AMOUNT
+                | {
+                    "description": f"Optional, in {meters.BY_NAME[name].unit}s: {meters.BY_NAME[name].description}. "
+                    "Absent when the exporter did not measure it (not the same as 0); a plan billing on "
+                    "requests refuses to invoice hours without the request meter."
+                }
+                for name in OPTIONAL_METERS
+            },
         },
         "additionalProperties": AMOUNT | {"description": "A custom meter declared in the pricing file."},
     },
@@ -192,11 +202,21 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["meter", "unit", "used", "included", "overage", "unit_price", "amount"],
+                    "required": ["meter", "unit", "basis", "used", "included", "overage", "unit_price", "amount"],
                     "properties": {
                         "meter": {"type": "string"},
                         "unit": {"type": "string"},
-                        "used": DECIMAL_TEXT,
+                        "basis": {
+                            "type": "string",
+                            "enum": ["usage", "requests", "max(usage, requests)"],
+                            "description": "What `used` is: the usage meter's total, the request meter's, or the "
+                            "sum over the month's hours of the larger of the two (the plan's cpu_basis, memory_basis).",
+                        },
+                        "used": DECIMAL_TEXT | {"description": "The quantity billed, on `basis`."},
+                        "usage_total": DECIMAL_TEXT
+                        | {"description": "CPU and memory lines not on usage: the month's usage meter total."},
+                        "requests_total": DECIMAL_TEXT
+                        | {"description": "CPU and memory lines not on usage: the month's request meter total."},
                         "included": {"type": "string", "description": "A decimal as text, or 'unlimited'."},
                         "overage": DECIMAL_TEXT,
                         "unit_price": DECIMAL_TEXT,
@@ -259,6 +279,8 @@ REPORT_EXAMPLE = {
             "network_bytes_received": 2000,
             "storage_gb_hours": 10.0,
             "http_requests": 42,
+            "cpu_request_hours": 2.0,
+            "memory_request_gb_hours": 4.0,
         }
     ],
 }
@@ -352,7 +374,13 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_schema("Invoice"), "The invoice."),
                 "404": _ref("NotFound"),
-                "409": _ref("Conflict") | {"description": "The customer has usage but no plan (PUT it first)."},
+                "409": _ref("Conflict")
+                | {
+                    "description": "The customer has usage but no plan (PUT it first), or its plan bills CPU or "
+                    "memory on requests (or max of usage and requests) and an hour of its usage in the month was "
+                    "reported without the request meter (enable metering.requests on that cluster's exporter); "
+                    "the message names the hour and cluster. Never billed as if nothing had been requested."
+                },
                 **ADMIN_ERRORS,
                 **ALWAYS,
                 **DATABASE,

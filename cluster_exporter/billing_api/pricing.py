@@ -7,6 +7,9 @@ The original design's model, fixed where it was wrong:
 - network GB are (sent + received) / 2**30;
 - HTTP requests are billed ($0.50 per million), which the original ``calculateCost`` forgot; no
   plan includes any;
+- CPU and memory are billed on usage, requests or the larger of the two per hour, as the plan
+  says (``bases``); GPU-hours are pure overage (no plan includes any), utilized GPU-hours are
+  shown and by default not charged;
 - money is Decimal and is rounded to cents once, on the total (half up), never per line.
 """
 
@@ -35,6 +38,7 @@ from pydantic import (
 )
 
 from .. import meters
+from .bases import LABELS, Basis, Billed, MonthUsage, billed
 from .decimals import EXACT, checked
 from .errors import BillingConfigError, RequestRejected
 
@@ -58,6 +62,8 @@ memory_gb_hour = "0.01"         # per GB-hour above the plan's GB x hours in the
 storage_gb_month = "0.20"       # per GB-month above the plan's storage
 network_gb = "0.10"             # per GB (2^30 bytes, sent + received) above the plan's transfer
 http_million_requests = "0.50"  # per million requests; no plan includes any
+gpu_hour = "2.50"               # per GPU-hour requested (gpu_hours); no plan includes any
+gpu_utilized_hour = "0"         # per GPU-hour kept busy (gpu_utilized_hours): shown, not charged
 
 [plans.starter]
 base_price = "29.00"
@@ -109,10 +115,13 @@ class Prices(_Model):
     storage_gb_month: Money
     network_gb: Money
     http_million_requests: Money
+    # Absent from pricing files written before GPUs were metered: their GPU lines show at 0.
+    gpu_hour: Money = Decimal(0)
+    gpu_utilized_hour: Money = Decimal(0)
 
 
 class PlanConfig(_Model):
-    """One plan: base price per month and included amounts (None: unlimited)."""
+    """One plan: base price per month, included amounts (None: unlimited), what CPU and memory bill on."""
 
     base_price: Money | None = None
     custom: bool = Field(False, description="Base price and limits come from each customer's terms.")
@@ -120,6 +129,8 @@ class PlanConfig(_Model):
     memory_gb: Limit
     storage_gb: Limit
     network_gb: Limit
+    cpu_basis: Basis = Field("usage", description="CPU overage on usage, requests, or max of the two per hour.")
+    memory_basis: Basis = Field("usage", description="Memory overage on usage, requests, or max of the two per hour.")
 
     @model_validator(mode="after")
     def _priced(self) -> PlanConfig:
@@ -232,13 +243,28 @@ def hours_in_month(month: str) -> int:
 
 @dataclass(frozen=True)
 class InvoiceLine:
-    """One billed quantity: what was used, what the plan includes, and the overage's price."""
+    """One billed quantity (on its basis), what the plan includes, and the overage's price."""
 
     meter: str
     unit: str
     used: Decimal
     included: Decimal | None  # None: unlimited
     unit_price: Decimal
+    basis: Basis = "usage"
+    # Under "max" (and "requests"), the month's totals of the usage and the request meter.
+    usage_total: Decimal | None = None
+    requests_total: Decimal | None = None
+
+    @classmethod
+    def from_billed(
+        cls, meter: str, unit: str, quantity: Billed, included: Decimal | None, unit_price: Decimal
+    ) -> InvoiceLine:
+        """A CPU or memory line: the billed quantity, with both totals unless it is plain usage."""
+        if quantity.basis == "usage":
+            return cls(meter, unit, quantity.quantity, included, unit_price)
+        return cls(
+            meter, unit, quantity.quantity, included, unit_price, quantity.basis, quantity.usage, quantity.requests
+        )
 
     @property
     def overage(self) -> Decimal:
@@ -251,6 +277,24 @@ class InvoiceLine:
     def amount(self) -> Decimal:
         """Exact price of the overage, not rounded (the invoice rounds once, on the total)."""
         return EXACT.multiply(self.overage, self.unit_price)
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form; ``used`` is what the basis bills, the totals show where it came from."""
+        out = {
+            "meter": self.meter,
+            "unit": self.unit,
+            "basis": LABELS[self.basis],
+            "used": fmt(self.used),
+            "included": "unlimited" if self.included is None else fmt(self.included),
+            "overage": fmt(self.overage),
+            "unit_price": fmt(self.unit_price),
+            "amount": fmt(self.amount),
+        }
+        if self.usage_total is not None:
+            out["usage_total"] = fmt(self.usage_total)
+        if self.requests_total is not None:
+            out["requests_total"] = fmt(self.requests_total)
+        return out
 
 
 @dataclass(frozen=True)
@@ -282,18 +326,7 @@ class Invoice:
             "currency": self.currency,
             "hours_in_month": self.hours,
             "base_price": str(self.base_price.quantize(CENT, rounding=ROUND_HALF_UP)),
-            "lines": [
-                {
-                    "meter": line.meter,
-                    "unit": line.unit,
-                    "used": fmt(line.used),
-                    "included": "unlimited" if line.included is None else fmt(line.included),
-                    "overage": fmt(line.overage),
-                    "unit_price": fmt(line.unit_price),
-                    "amount": fmt(line.amount),
-                }
-                for line in self.lines
-            ],
+            "lines": [line.to_dict() for line in self.lines],
             "total": str(self.total),
         }
 
@@ -320,37 +353,32 @@ def plan_limits(pricing: PricingConfig, terms: CustomerTerms) -> tuple[Decimal, 
 
 
 def compute_invoice(
-    customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, totals: dict[str, Decimal]
+    customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, usage: MonthUsage
 ) -> Invoice:
-    """The invoice of ``customer_id`` for ``month`` from its summed usage ``totals`` (meter -> amount)."""
+    """The invoice of ``customer_id`` for ``month`` from its stored ``usage``; 409 when the plan's basis lacks data."""
     with localcontext(EXACT):
-        return _invoice(customer_id, month, terms, pricing, totals)
+        return _invoice(customer_id, month, terms, pricing, usage)
 
 
-def _invoice(
-    customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, totals: dict[str, Decimal]
-) -> Invoice:
+def _invoice(customer_id: str, month: str, terms: CustomerTerms, pricing: PricingConfig, usage: MonthUsage) -> Invoice:
     hours = Decimal(hours_in_month(month))
     base, limits = plan_limits(pricing, terms)
+    plan = pricing.plans[terms.plan]
+    total = usage.total
 
     def times_hours(limit: Decimal | None) -> Decimal | None:
         return None if limit is None else limit * hours
-
-    def total(meter: str) -> Decimal:
-        return totals.get(meter, Decimal(0))
 
     def unit(meter: str) -> str:
         return meters.BY_NAME[meter].pricing_unit
 
     prices = pricing.prices
+    cpu = billed(usage, "cpu", plan.cpu_basis, customer_id, terms.plan)
+    memory = billed(usage, "memory", plan.memory_basis, customer_id, terms.plan)
     lines = [
-        InvoiceLine("cpu", unit("cpu_hours"), total("cpu_hours"), times_hours(limits["vcpu"]), prices.cpu_core_hour),
-        InvoiceLine(
-            "memory",
-            unit("memory_gb_hours"),
-            total("memory_gb_hours"),
-            times_hours(limits["memory_gb"]),
-            prices.memory_gb_hour,
+        InvoiceLine.from_billed("cpu", unit("cpu_hours"), cpu, times_hours(limits["vcpu"]), prices.cpu_core_hour),
+        InvoiceLine.from_billed(
+            "memory", unit("memory_gb_hours"), memory, times_hours(limits["memory_gb"]), prices.memory_gb_hour
         ),
         InvoiceLine(
             "storage",
@@ -374,14 +402,22 @@ def _invoice(
             prices.http_million_requests,
         ),
     ]
-    for name, meter in sorted(pricing.meters.items()):
-        lines.append(InvoiceLine(name, meter.unit, total(name), meter.included, meter.price))
+    # GPU lines only for customers whose exporter measured GPUs this month: the invoices of
+    # everyone else stay as they were. No plan includes GPU-hours.
+    for line, meter, price in (
+        ("gpu", "gpu_hours", prices.gpu_hour),
+        ("gpu_utilized", "gpu_utilized_hours", prices.gpu_utilized_hour),
+    ):
+        if meter in usage.totals:
+            lines.append(InvoiceLine(line, unit(meter), total(meter), Decimal(0), price))
+    for name, meter_config in sorted(pricing.meters.items()):
+        lines.append(InvoiceLine(name, meter_config.unit, total(name), meter_config.included, meter_config.price))
     return Invoice(customer_id, month, terms.plan, pricing.currency, int(hours), base, lines)
 
 
 def render_invoice(invoice: dict[str, Any]) -> str:
     """An invoice (as ``Invoice.to_dict`` gives it) as an aligned table for people."""
-    header = ["meter", "unit", "used", "included", "overage", "unit price", "amount"]
+    header = ["meter", "unit", "used", "included", "overage", "unit price", "amount", "basis"]
     rows = [header] + [
         [
             line["meter"],
@@ -391,14 +427,24 @@ def render_invoice(invoice: dict[str, Any]) -> str:
             line["overage"],
             line["unit_price"],
             line["amount"],
+            line.get("basis", "usage"),
         ]
         for line in invoice["lines"]
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     body = "\n".join(
-        "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        "  ".join(
+            cell.ljust(widths[i]) if i < 2 else cell if i == len(header) - 1 else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        )
         for row in rows
     )
+    for line in invoice["lines"]:
+        if "usage_total" in line and "requests_total" in line:
+            body += (
+                f"\n{line['meter']} billed on {line['basis']}: month totals usage {line['usage_total']}, "
+                f"requests {line['requests_total']} {line['unit']}s"
+            )
     currency = invoice["currency"].upper()
     title = (
         f"invoice {invoice['customer_id']}  {invoice['month']}  plan {invoice['plan']}  "

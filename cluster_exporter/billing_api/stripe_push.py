@@ -8,9 +8,11 @@ slow or down never blocks or loses a report. Every event carries a deterministic
 duplicate, which we count as delivered, so nothing is billed twice.
 
 Values are integers: time-integrated meters in thousandths (cpu_hours -> milli-core-hours,
-memory_gb_hours -> milli-GB-hours, storage_gb_hours -> milli-GB-hours), counted meters as they are
-(bytes, requests); custom meters by their ``stripe_scale``. The timestamp is always the hour's
-start, never moved: usage stamped into another period would make Stripe and the invoice disagree.
+memory_gb_hours -> milli-GB-hours, storage_gb_hours -> milli-GB-hours; the optional gpu_hours,
+gpu_utilized_hours, cpu_request_hours and memory_request_gb_hours alike, and only when measured),
+counted meters as they are (bytes, requests); custom meters by their ``stripe_scale``. The
+timestamp is always the hour's start, never moved: usage stamped into another period would make
+Stripe and the invoice disagree.
 An event whose hour Stripe no longer takes (older than its 35 days, e.g. a backfill, or a backlog
 that waited too long) is marked ``expired`` instead, counted and logged; the invoice keeps it.
 """

@@ -11,7 +11,7 @@ import pytest
 
 from cluster_exporter.billing_api.cli import _settings
 from cluster_exporter.billing_api.errors import BillingConfigError, StorageError
-from cluster_exporter.billing_api.pricing import load_pricing
+from cluster_exporter.billing_api.pricing import DEFAULT_PRICING_TOML, load_pricing
 from cluster_exporter.billing_api.settings import Credentials, admin_token, cluster_tokens, load_billing_settings
 from cluster_exporter.billing_api.storage import open_storage
 from cluster_exporter.cli import build_parser, main
@@ -125,6 +125,8 @@ def test_pricing_files(tmp_path: Path) -> None:
         ("[prices", "not valid"),
         ('currency = "usd"', "prices: Field required"),
         ('[prices]\ncpu_core_hour = "-1"', "greater than or equal"),
+        (DEFAULT_PRICING_TOML.replace("vcpu = 4", 'vcpu = 4\ncpu_basis = "peak"'), "plans.professional.cpu_basis"),
+        (DEFAULT_PRICING_TOML.replace('gpu_hour = "2.50"', 'gpu_hour = "-2.50"'), "prices.gpu_hour"),
     ]:
         broken.write_text(text)
         with pytest.raises(BillingConfigError, match=message):

@@ -6,7 +6,8 @@
 - a valid report means exactly its numbers: amounts read back equal to the text sent, whatever
   the spelling (``1.5``, ``1.50``, ``15E-1``), and the content digest is the same for every
   spelling, key order and customer order, and different as soon as one amount differs;
-- a window's hourly shares are non-negative, have at most 12 decimals and add up exactly.
+- a window's hourly shares are non-negative, have at most 12 decimals and add up exactly;
+- an optional meter (GPUs, requests) left out stays out: never read as 0, never a row.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from cluster_exporter.billing_api.decimals import EXACT, PLACES, checked, text
 from cluster_exporter.billing_api.errors import RequestRejected
-from cluster_exporter.billing_api.models import MAX_AMOUNT, ReportLimits, parse_report
+from cluster_exporter.billing_api.models import MAX_AMOUNT, OPTIONAL_METERS, ReportLimits, parse_report
 from cluster_exporter.billing_api.pricing import BUILTIN_METERS
 from cluster_exporter.report import format_time, report_id
 
@@ -29,7 +30,8 @@ NOW = datetime(2025, 12, 1, tzinfo=UTC)
 CLUSTER = "k8s-us-east-1"
 AMOUNTS = ("cpu_hours", "memory_gb_hours", "storage_gb_hours")
 COUNTS = ("network_bytes_sent", "network_bytes_received", "http_requests")
-LIMITS = ReportLimits(max_customers=20, max_rows=20 * 6 * 24)
+OPTIONAL = tuple(sorted(OPTIONAL_METERS))  # amounts too, each present or absent
+LIMITS = ReportLimits(max_customers=20, max_rows=20 * 10 * 24)
 SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -97,7 +99,8 @@ records = st.fixed_dictionaries(
         "namespaces": st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True), max_size=3),
         **{meter: amounts for meter in AMOUNTS},
         **{meter: counts for meter in COUNTS},
-    }
+    },
+    optional={meter: amounts for meter in OPTIONAL},
 )
 reports = st.tuples(
     st.dictionaries(st.from_regex(r"cust_[a-z0-9]{1,8}", fullmatch=True), records, min_size=0, max_size=8),
@@ -116,7 +119,7 @@ def as_text(customers: dict[str, Any], hours: int, back: int, draw: st.DrawFn, s
     usage = []
     for customer, record in items:
         fields = [f'"customer_id": "{customer}"', f'"namespaces": {json.dumps(record["namespaces"])}']
-        fields += [f'"{meter}": {draw(spelled(record[meter]))}' for meter in AMOUNTS]
+        fields += [f'"{meter}": {draw(spelled(record[meter]))}' for meter in AMOUNTS + OPTIONAL if meter in record]
         fields += [f'"{meter}": {record[meter]}' for meter in COUNTS]
         if shuffle:
             fields = draw(st.permutations(fields))
@@ -154,9 +157,9 @@ def test_one_different_amount_is_a_different_digest(report: Any, data: st.DataOb
     if not customers:
         return
     customer = data.draw(st.sampled_from(sorted(customers)))
-    meter = data.draw(st.sampled_from(AMOUNTS + COUNTS))
     record = dict(customers[customer])
-    step = Decimal(1).scaleb(-PLACES) if meter in AMOUNTS else 1
+    meter = data.draw(st.sampled_from(AMOUNTS + COUNTS + tuple(m for m in OPTIONAL if m in record)))
+    step = Decimal(1).scaleb(-PLACES) if meter in AMOUNTS + OPTIONAL else 1
     old = record[meter]
     record[meter] = old - step if old >= step else old + step
     changed = {**customers, customer: record}
@@ -176,7 +179,7 @@ def test_hourly_shares_are_exact(report: Any, data: st.DataObject) -> None:
         assert share >= 0 and -share.as_tuple().exponent <= PLACES  # type: ignore[operator]
         sums[customer, meter] = EXACT.add(sums.get((customer, meter), Decimal(0)), share)
         rows += 1
-    assert rows == parsed.row_count == len(customers) * 6 * hours
+    assert rows == parsed.row_count == sum(len(record) - 1 for record in customers.values()) * hours
     for (customer, meter), total in sums.items():
         assert total == Decimal(customers[customer][meter])
 
@@ -187,13 +190,14 @@ def test_past_the_limits_413(report: Any, data: st.DataObject) -> None:
     customers, hours, back = report
     body = as_text(customers, hours, back, data.draw, shuffle=False)
     small = ReportLimits(max_customers=3, max_rows=3 * 6 * 4)
+    meters = sum(len(record) - 1 for record in customers.values())  # every meter but "namespaces"
     try:
         parsed = parse_report(body, BUILTIN_METERS, NOW, small)
     except RequestRejected as exc:
         assert exc.status == 413
-        assert len(customers) > 3 or len(customers) * 6 * hours > small.max_rows
+        assert len(customers) > 3 or meters * hours > small.max_rows
     else:
-        assert len(customers) <= 3 and parsed.row_count <= small.max_rows
+        assert len(customers) <= 3 and parsed.row_count == meters * hours <= small.max_rows
 
 
 # -- the one rule for decimals ------------------------------------------------------------------

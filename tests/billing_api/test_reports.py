@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -301,3 +302,39 @@ async def test_health_readiness_metrics(server: Server) -> None:
     assert "cluster_exporter_billing_api_usage_rows_stored_total 12.0" in text
     assert (await server.request("GET", "/api/nothing"))[0] == 404
     assert (await server.request("GET", "/api/usage/report"))[0] == 405
+
+
+async def test_optional_meters_stored_when_measured_and_absent_otherwise(server: Server, storage: Storage) -> None:
+    # cust_gpu's exporter measured every optional meter (a 0 among them); cust_old's measured none.
+    measured = usage(
+        cpu=1.0, gpu_hours=2.0, gpu_utilized_hours=0.0, cpu_request_hours=1.5, memory_request_gb_hours=4.25
+    )
+    body = report_body(EAST, T0, {"cust_gpu": measured, "cust_old": usage(cpu=1.0)}, hours=2)
+    status, answer = await server.post_report(body, TOKENS[EAST])
+    assert status == 201, answer
+    assert (await storage.stats())["usage_rows"] == (10 + 6) * 2
+    totals = await storage.usage_totals("cust_gpu", 0, 2**40)
+    assert {m: totals[m] for m in ("gpu_hours", "gpu_utilized_hours", "cpu_request_hours")} == {
+        "gpu_hours": 2,
+        "gpu_utilized_hours": 0,  # measured: a 0 is kept as a 0
+        "cpu_request_hours": 1.5,
+    }
+    assert totals["memory_request_gb_hours"] == Decimal("4.25")
+    old = await storage.usage_totals("cust_old", 0, 2**40)
+    assert set(old) == {
+        "cpu_hours",
+        "memory_gb_hours",
+        "network_bytes_sent",
+        "network_bytes_received",
+        "storage_gb_hours",
+        "http_requests",
+    }  # not measured: no row, not a 0
+    status, hours = await server.admin(
+        "GET", "/api/customers/cust_gpu/usage?from=2025-11-03T10:00:00Z&to=2025-11-03T12:00:00Z"
+    )
+    assert status == 200 and hours["hours"][0]["gpu_hours"] == 1 and hours["hours"][1]["cpu_request_hours"] == 0.75
+    # A null is not a spelling of "not measured": 422, like any amount that is not a number.
+    broken = report_dict(EAST, T0 + timedelta(hours=5), {"cust_gpu": measured})
+    broken["usage"][0]["cpu_request_hours"] = None
+    status, answer = await server.post_report(json.dumps(broken).encode(), TOKENS[EAST])
+    assert status == 422 and "cpu_request_hours" in answer["error"]

@@ -11,8 +11,10 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from cluster_exporter.billing_api.pricing import DEFAULT_PRICING_TOML
 from cluster_exporter.billing_api.stripe_push import backoff_seconds, stripe_takes
 
 from .conftest import TOKENS, Server, start_server, stop_server
@@ -170,3 +172,46 @@ def test_stripe_window_and_backoff() -> None:
     assert stripe_takes(now - 7200, now) and stripe_takes(now - 34 * 86400, now)
     assert not stripe_takes(now - 35 * 86400, now) and not stripe_takes(now - 40 * 86400, now)
     assert [backoff_seconds(n) for n in (1, 2, 3, 8, 20)] == [30, 60, 120, 3600, 3600]
+
+
+async def test_optional_meters_pushed_as_meter_events(database_url: str, tmp_path: Path) -> None:
+    # GPU-hours and requests go to Stripe like the other time-integrated meters, in thousandths;
+    # a built-in's event name can be renamed; a meter a record left out sends nothing.
+    pricing = tmp_path / "pricing.toml"
+    pricing.write_text(DEFAULT_PRICING_TOML + '\n[stripe_event_names]\ngpu_hours = "gpu_hours_requested"\n')
+    stripe = await StripeStandIn().start()
+    server = await start_server(
+        database_url,
+        pricing_file=pricing,
+        stripe_api_key=API_KEY,
+        stripe_api_base=stripe.url,
+        stripe_push_interval=timedelta(seconds=0.05),
+        stripe_settle_delay=timedelta(0),
+    )
+    try:
+        h0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+        await put(server, "cust_gpu", stripe_customer_id="cus_gpu")
+        await put(server, "cust_old", stripe_customer_id="cus_old")
+        measured = usage(
+            cpu=0.5, gpu_hours=1.25, gpu_utilized_hours=0.5, cpu_request_hours=2.0, memory_request_gb_hours=4.125
+        )
+        reports = [
+            (EAST, {"cust_gpu": measured, "cust_old": usage(cpu=1.0)}),
+            (WEST, {"cust_gpu": usage(gpu_hours=0.75, gpu_utilized_hours=0.0, cpu_request_hours=0.25)}),
+        ]
+        for cluster, customers in reports:
+            assert (await server.post_report(report_body(cluster, h0, customers), TOKENS[cluster]))[0] == 201
+        await eventually(lambda: _sent_and_failed(server, 6, 0), "6 events sent")
+        t0 = int(h0.timestamp())
+        assert recorded(stripe) == {
+            ("cus_gpu", "cpu_hours", t0): [500],
+            ("cus_gpu", "gpu_hours_requested", t0): [2000],  # 1.25 + 0.75 GPU-hours from two clusters
+            ("cus_gpu", "gpu_utilized_hours", t0): [500],  # 0.5 + 0 (a measured 0 adds nothing)
+            ("cus_gpu", "cpu_request_hours", t0): [2250],  # 2.0 + 0.25 core-hours
+            ("cus_gpu", "memory_request_gb_hours", t0): [4125],
+            ("cus_old", "cpu_hours", t0): [1000],  # not measured: no GPU or request events at all
+        }  # zero amounts (memory, network, requests, storage) make no event, as before
+        assert len(stripe.events) == 6 and stripe.refused == []
+    finally:
+        await stop_server(server)
+        await stripe.stop()

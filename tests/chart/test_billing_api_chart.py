@@ -87,7 +87,9 @@ def test_chart_made_secret_is_what_the_billing_api_reads(tmp_path: Path, monkeyp
     }
     assert settings.database_url.startswith("postgresql://")
     assert settings.stripe_settle_delay.total_seconds() == 20 * 60
-    load_pricing(settings.pricing_file)  # raises on a pricing file the billing API would refuse
+    prices = load_pricing(settings.pricing_file)  # raises on a pricing file the billing API would refuse
+    starter = prices.plans["starter"]
+    assert (starter.cpu_basis, starter.memory_basis, prices.prices.gpu_hour) == ("max", "requests", 2)
 
 
 def test_without_pricing_the_builtin_prices_apply() -> None:

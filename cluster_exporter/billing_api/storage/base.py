@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any, Literal, Protocol
 
+from ..bases import UsageRow
 from ..decimals import EXACT, text
 from ..errors import RequestRejected, UniqueViolation
 from ..models import ReportIn
@@ -218,7 +219,7 @@ class Storage(ABC):
         """meter -> the customer's usage summed over every cluster and hour in [start, end)."""
         totals: dict[str, Decimal] = {}
         with localcontext(EXACT):  # sums of a month's rows, never rounded
-            for _hour, meter, amount in await self._usage_rows(customer_id, start, end):
+            for _hour, _cluster, meter, amount in await self.usage_rows(customer_id, start, end):
                 totals[meter] = totals.get(meter, Decimal(0)) + amount
         return totals
 
@@ -226,18 +227,22 @@ class Storage(ABC):
         """hour -> meter -> the customer's usage in that hour, summed over clusters."""
         hours: dict[int, dict[str, Decimal]] = {}
         with localcontext(EXACT):
-            for hour, meter, amount in await self._usage_rows(customer_id, start, end):
+            for hour, _cluster, meter, amount in await self.usage_rows(customer_id, start, end):
                 meters = hours.setdefault(hour, {})
                 meters[meter] = meters.get(meter, Decimal(0)) + amount
         return hours
 
-    async def _usage_rows(self, customer_id: str, start: int, end: int) -> list[tuple[int, str, Decimal]]:
+    async def usage_rows(self, customer_id: str, start: int, end: int) -> list[UsageRow]:
+        """(hour, cluster, meter, amount) of every stored row of the customer in [start, end).
+
+        A meter a report did not carry has no row: invoices tell "not measured" from 0 by that.
+        """
         async with self.transaction() as tx:
             rows = await tx.fetchall(
-                "SELECT hour, meter, amount FROM usage WHERE customer_id = ? AND hour >= ? AND hour < ?",
+                "SELECT hour, cluster_id, meter, amount FROM usage WHERE customer_id = ? AND hour >= ? AND hour < ?",
                 (customer_id, start, end),
             )
-        return [(int(h), m, decimal(a)) for h, m, a in rows]
+        return [(int(h), c, m, decimal(a)) for h, c, m, a in rows]
 
     async def customer_known(self, customer_id: str) -> bool:
         """Whether the customer has terms or any stored usage."""
