@@ -7,7 +7,7 @@ failure fails the window (no partial report, no zero standing in for a failed so
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +33,8 @@ LARGE_CLUSTER = 50_000
 
 Discover = Callable[[KubernetesSettings], Coroutine[Any, Any, dict[str, str]]]
 OnChecks = Callable[[Sequence[MeterCheck]], None]
+# (window start, window end, live owners) -> the owners to bill the window with ({namespace: customer})
+OwnersAt = Callable[[datetime, datetime, Mapping[str, str]], Mapping[str, str]]
 
 
 def parse_time(text: str) -> datetime:
@@ -85,11 +87,13 @@ async def measure_window(
     prometheus: PrometheusClient,
     discover: Discover = discover_customers,
     on_checks: OnChecks | None = None,
+    owners_at: OwnersAt | None = None,
 ) -> UsageReport:
     """The report for [window_end - window, window_end), or an ExporterError saying why not.
 
     ``on_checks`` receives what the answers said about the data (one MeterCheck per meter) once
-    every answer is in, before any check of the data can fail the window.
+    every answer is in, before any check of the data can fail the window. ``owners_at`` chooses
+    the owners the window is billed with from the live ones discovery returned (None: the live ones).
     """
     m = settings.metering
     start, end = window_bounds(window_end, m.window)
@@ -140,6 +144,8 @@ async def measure_window(
         raise _first_exporter_error(failures) from None
     live = live_task.result() if live_task is not None else listed
     assert live is not None
+    if owners_at is not None:
+        live = dict(owners_at(start, end, live))
 
     columns = table.columns()
     for meter in meters:
