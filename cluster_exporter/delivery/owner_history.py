@@ -20,7 +20,7 @@ The model, pure (no I/O, no clock):
   the run lists but discovery no longer does (deleted or unlabelled since) to its recorded owner.
 * ``changed_inside(start, end)``: the namespaces whose owner changed from one customer to another
   at a moment placed (as above) inside ``(start, end]``: billed wholly to the new owner.
-* ``prune(keep_from)``: forget what no window starting at or after ``keep_from`` needs.
+* ``prune(first_end)``: forget what no window ending at or after ``first_end`` is billed with.
 
 Times are whole seconds since the epoch. ``pack``/``unpack`` give the compact stored form (xz-compressed
 JSON; the owners grouped by customer, namespaces sorted).
@@ -131,10 +131,10 @@ class OwnerHistory:
                 found[namespace] = (before, new, _moment(seen_old), _moment(seen_new))
         return found
 
-    def prune(self, keep_from: datetime) -> None:
-        """Forget the runs no window starting at or after ``keep_from`` is billed with: every run
-        before the one containing ``keep_from`` or last before it, and the changes only they need."""
-        index = bisect.bisect_right([first for first, _ in self.runs], _seconds(keep_from)) - 1
+    def prune(self, first_end: datetime) -> None:
+        """Forget the runs no window ending at or after ``first_end`` is billed with: every run
+        before the one containing ``first_end`` or last before it, and the changes only they need."""
+        index = bisect.bisect_right([first for first, _ in self.runs], _seconds(first_end)) - 1
         if index <= 0:
             return
         self.revision += 1

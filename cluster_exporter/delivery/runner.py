@@ -231,7 +231,7 @@ class Runner:
             previous = state.watermark
             state.spool.append(entry)
             state.watermark = end
-            state.owners.prune(end)  # keeps what the windows from ``end`` on are billed with
+            state.owners.prune(end + self.length)  # keeps what the next windows are billed with
             try:
                 await self._save(state)
             except StateTooLargeError as exc:

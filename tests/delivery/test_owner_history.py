@@ -83,7 +83,7 @@ def test_a_namespace_deleted_since_is_billed_to_its_recorded_owner() -> None:
 
 def test_pruning_keeps_what_later_windows_need() -> None:
     h = history((at(1, 7), A), (at(2, 7), B), (at(3, 7), A), (at(4, 7), B))
-    h.prune(at(3, 30))  # the next window to build starts at 03:30: the run seen at 03:07 is its neighbour
+    h.prune(at(3, 30))  # the next window to build ends at 03:30: the run seen at 03:07 is its neighbour
     assert [first for first, _ in h.runs] == [int(at(hour, 7).timestamp()) for hour in (3, 4)]
     assert len(h.changes) == 1
     assert h.for_window(at(2, 30), at(3, 30), B)["shop"] == "cust_a"  # 03:07 is nearest its end
