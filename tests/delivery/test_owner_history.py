@@ -118,13 +118,13 @@ def test_100k_namespaces_fit_the_configmap_with_room_for_the_spool() -> None:
     moved = {**owners, **{f"tenant-{i:05d}": f"cust-{i + 1:05d}" for i in range(1, 1001)}}  # 1,000 relabels
     h = history((at(1, 7), owners), (at(2, 7), owners), (at(3, 7), moved))
     size = len(h.pack())
-    assert size < CONFIGMAP_BUDGET // 5, size  # about 75 kB
+    assert size < CONFIGMAP_BUDGET // 5, size  # about 50 kB
     assert OwnerHistory.unpack(h.pack()).current == moved
 
 
 def test_100k_random_namespace_names_are_measured() -> None:
     """Random names carry their entropy: some 5 bytes a namespace whatever the compression; at
-    100,000 namespaces and 20,000 customers the history needs about 1 MB, more than a ConfigMap
+    100,000 namespaces and 20,000 customers the history needs about 790 kB, more than a ConfigMap
     has room for next to the spool (the ConfigMap store then leaves it out, see state_configmap)."""
     size = len(history((at(1, 7), _random_names(100_000, 20_000))).pack())
     assert 600_000 < size < 1_300_000, size
