@@ -9,6 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cluster_exporter.delivery.owner_history import OwnerHistory, OwnerHistoryError
+from cluster_exporter.delivery.service import recording
+from cluster_exporter.errors import KubernetesError
+from cluster_exporter.settings import KubernetesSettings
 
 DAY = datetime(2025, 11, 20, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -129,3 +132,18 @@ def test_100k_random_namespace_names_are_measured() -> None:
     size = len(history((at(1, 7), _random_names(100_000, 20_000))).pack())
     assert 600_000 < size < 1_300_000, size
     assert len(history((at(1, 7), _random_names(20_000, 4_000))).pack()) < CONFIGMAP_BUDGET // 4
+
+
+async def test_a_failed_discovery_records_nothing() -> None:
+    async def down(kubernetes: KubernetesSettings) -> dict[str, str]:
+        raise KubernetesError("list namespaces: connection refused")
+
+    async def up(kubernetes: KubernetesSettings) -> dict[str, str]:
+        return dict(A)
+
+    h = OwnerHistory()
+    with pytest.raises(KubernetesError):
+        await recording(down, h, at(1, 7))(KubernetesSettings())
+    assert not h  # never an empty owner map
+    assert await recording(up, h, at(2, 7))(KubernetesSettings()) == A
+    assert h.current == A and h.runs == [(int(at(2, 7).timestamp()),) * 2]
