@@ -5,6 +5,10 @@ closed after the watermark, oldest first: measures it, spools it together with t
 in one atomic write, and delivers it. A window that cannot be measured (Prometheus down, no data
 yet) stops the cycle: later windows wait, so the watermark never jumps over a window.
 
+Each build records the owners discovery returned in the state's owner history and bills the window
+with the owners recorded closest to it (delivery/owner_history.py); the history is saved with the
+state and pruned to what the windows still to build need.
+
 When delivery fails (the billing API down past the retry budget), building goes on: the reports
 wait in the spool, safe from Prometheus' retention running out, until the API is back. A backend
 that is full (a ConfigMap's 1 MiB) stops the building until the spool drains.
@@ -29,6 +33,7 @@ from ..progress import Progress
 from ..report import UsageReport, format_time, window_label
 from ..settings import Settings
 from .leader import Leadership
+from .owner_history import OwnerHistory
 from .sender import Deliverer
 from .state import DeadLetter, SpoolEntry, State, StateError, StateStore, StateTooLargeError, entry_label
 
@@ -41,7 +46,8 @@ class LostLeaseError(StateError):
     """The Lease was lost mid-cycle; the new leader owns the state now."""
 
 
-Build = Callable[[datetime, datetime], Awaitable[UsageReport]]  # (window end, now) -> report
+# (window end, now, the owner history to record discovery in and bill with) -> report
+Build = Callable[[datetime, datetime, OwnerHistory], Awaitable[UsageReport]]
 
 
 def floor_to(moment: datetime, length: timedelta) -> datetime:
@@ -148,6 +154,7 @@ class Runner:
         self.length = settings.metering.window
         self._deadline: float | None = None
         self._told_backfill = False
+        self._saved_owners = (0, -1)  # (id, revision) of the owner history last saved
 
     def _halted(self, result: CycleResult) -> bool:
         if self.stop.is_set():
@@ -218,12 +225,13 @@ class Runner:
         for end in due:
             if self._halted(result):
                 break
-            entry = await self._build(end, result)
+            entry = await self._build(end, state.owners, result)
             if entry is None:
                 break
             previous = state.watermark
             state.spool.append(entry)
             state.watermark = end
+            state.owners.prune(end + self.length)  # keeps what the next windows are billed with
             try:
                 await self._save(state)
             except StateTooLargeError as exc:
@@ -239,6 +247,8 @@ class Runner:
             else:  # the billing API is failing: the window waits in the spool, say so per window anyway
                 self.progress.window(entry_label(entry), "spooled", _detail(entry))
         result.pending = len(state.spool) + len(due) - result.built
+        if self._saved_owners != (id(state.owners), state.owners.revision) and not self._halted(result):
+            await self._save(state)  # owners discovery saw while a window could not be built
 
     async def _load(self) -> State:
         try:
@@ -248,6 +258,7 @@ class Runner:
             raise
         if state.last_delivered is not None:
             self.metrics.last_delivered_window_end.set(state.last_delivered.timestamp())
+        self._saved_owners = (id(state.owners), state.owners.revision)
         self._publish(state)
         self.on_state_loaded()
         return state
@@ -264,17 +275,18 @@ class Runner:
         except StateError:
             self.metrics.state_errors.labels("save").inc()
             raise
+        self._saved_owners = (id(state.owners), state.owners.revision)
         self._publish(state)
 
     def _publish(self, state: State) -> None:
         self.metrics.spool_depth.set(len(state.spool))
         self.metrics.spool_bytes.set(self.store.spool_bytes())
 
-    async def _build(self, end: datetime, result: CycleResult) -> SpoolEntry | None:
+    async def _build(self, end: datetime, owners: OwnerHistory, result: CycleResult) -> SpoolEntry | None:
         """Measure the window ending at ``end``; None when it cannot be (logged) or we must stop."""
         label = window_label(end - self.length, end)
         started = self.monotonic()
-        building: asyncio.Task[UsageReport] = asyncio.ensure_future(self.build(end, self.clock()))
+        building: asyncio.Task[UsageReport] = asyncio.ensure_future(self.build(end, self.clock(), owners))
         stopping = asyncio.create_task(self.stop.wait())
         try:
             await asyncio.wait({building, stopping}, return_when=asyncio.FIRST_COMPLETED)

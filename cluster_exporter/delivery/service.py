@@ -20,7 +20,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,15 +29,16 @@ from typing import Any, TextIO
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from ..errors import DeliveryError, ExporterError, KubernetesError, UsageError, clip
-from ..metering.window import measure_window
+from ..metering.window import Discover, OwnersAt, measure_window
 from ..observability.health import Health, MetricsServer
 from ..observability.metrics import ExporterMetrics
 from ..progress import Progress
-from ..report import UsageReport, format_time
+from ..report import UsageReport, format_time, window_label
 from ..settings import KubernetesSettings, Settings
 from ..sources.kube.discovery import discover_customers, make_api_client
 from ..sources.prometheus import PrometheusClient
 from .leader import AlwaysLeader, Leadership, LeaseElector
+from .owner_history import OwnerHistory
 from .runner import CycleResult, Runner, ceil_to, due_window_ends, initial_watermark, newest_due_end
 from .sender import Deliverer
 from .state import DirectoryStore, StateStore
@@ -131,6 +132,57 @@ def _counting_discover(metrics: ExporterMetrics) -> Callable[[KubernetesSettings
     return discover
 
 
+def recording(discover: Discover, history: OwnerHistory, at: datetime) -> Discover:
+    """``discover``, recording what it returns in ``history`` as seen ``at`` (a failed discovery
+    raises before anything is recorded: it is never an empty owner map)."""
+
+    async def discover_and_record(kubernetes: KubernetesSettings) -> dict[str, str]:
+        live = await discover(kubernetes)
+        history.observe(at, live)
+        return live
+
+    return discover_and_record
+
+
+def recorded_owners(history: OwnerHistory, metrics: ExporterMetrics, told: set[tuple[str, datetime]]) -> OwnersAt:
+    """measure_window's ``owners_at``: the owners ``history`` recorded closest to the window; counts
+    windows billed with owners other than the live ones, and counts and logs (once per namespace and
+    window, ``told`` remembering) each namespace that changed owner inside the window."""
+
+    def owners_at(start: datetime, end: datetime, live: Mapping[str, str]) -> Mapping[str, str]:
+        owners = history.for_window(start, end, live)
+        if owners is not live and owners != live:
+            metrics.windows_billed_with_recorded_owners.inc()
+            moved = sum(1 for namespace, customer in owners.items() if live.get(namespace, customer) != customer)
+            log.info(
+                "window %s is billed with the owners recorded closest to it: %d namespace(s) owned otherwise now",
+                window_label(start, end),
+                moved,
+            )
+        for namespace, (old, new, seen_old, seen_new) in sorted(history.changed_inside(start, end).items()):
+            if (namespace, end) in told:
+                continue
+            told.add((namespace, end))
+            metrics.owner_changes_inside_window.inc()
+            log.warning(
+                "namespace %s changed owner %s -> %s during window %s (seen with %s at %s, with %s at %s); "
+                "billed wholly to %s (enable kube-state-metrics' kube_namespace_labels with the customer label "
+                "to cut it at the change)",
+                namespace,
+                old,
+                new,
+                window_label(start, end),
+                old,
+                format_time(seen_old),
+                new,
+                format_time(seen_new),
+                owners.get(namespace, new),
+            )
+        return owners
+
+    return owners_at
+
+
 async def dry_run(settings: Settings, options: RunOptions, out: TextIO) -> int:
     """Measure the windows a first start would report and print each report as a JSON line."""
     clock = make_clock(options.as_of)
@@ -220,10 +272,17 @@ async def run_service(
             Deliverer(settings.billing_api, d, metrics, stop, may_send, identity=identity) as deliverer,
         ):
             discover = _counting_discover(metrics)
+            told: set[tuple[str, datetime]] = set()  # (namespace, window end) logged as changed inside
 
-            async def build(end: datetime, now: datetime) -> UsageReport:
+            async def build(end: datetime, now: datetime, history: OwnerHistory) -> UsageReport:
                 return await measure_window(
-                    settings, end, now, prometheus, discover=discover, on_checks=metrics.on_window_checks
+                    settings,
+                    end,
+                    now,
+                    prometheus,
+                    discover=recording(discover, history, now),
+                    on_checks=metrics.on_window_checks,
+                    owners_at=recorded_owners(history, metrics, told),
                 )
 
             clock = make_clock(options.as_of)

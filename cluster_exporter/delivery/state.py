@@ -1,5 +1,9 @@
 """Durable delivery state: the watermark, the spool of built-but-undelivered reports, dead letters.
 
+The state also keeps the owners discovery saw at each cycle (``owner_history``), stored beside the
+index like a spooled body (by its sha256), so a catch-up bills each backlog window with the owners
+seen closest to it.
+
 The watermark is the end of the newest window whose report was built; every window up to it is
 either delivered, dead-lettered or in the spool. A report enters the spool in the same write that
 moves the watermark past its window, and it is sent from the spool only after that write, so:
@@ -22,18 +26,24 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ExporterError, UsageError
 from ..report import UsageReport, window_label
+from .owner_history import OwnerHistory, OwnerHistoryError
 from .sender import idempotency_key, split_report
 
+log = logging.getLogger(__name__)
+
+# The index's format. Adding an optional field does not change it: an older exporter ignores the
+# field (the owner history then starts afresh) instead of refusing to run after a rollback.
 STATE_FORMAT = 1
 
 
@@ -133,12 +143,17 @@ class DeadLetter(BaseModel):
 class State(BaseModel):
     """Everything delivery must not forget."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     format: int = STATE_FORMAT
     cluster_id: str
     window_seconds: int
     watermark: datetime | None = None
     last_delivered: datetime | None = None
     spool: list[SpoolEntry] = Field(default_factory=list)
+    # the owners seen over time: stored apart from the index, named there by the sha256 of its packed form
+    owners: OwnerHistory = Field(default_factory=OwnerHistory, exclude=True)
+    owners_sha256: str | None = None
 
     def index_json(self) -> str:
         """The state without report bodies (they are stored one blob per window)."""
@@ -164,6 +179,52 @@ def parse_index(text: str, where: str) -> State:
     if state.format != STATE_FORMAT:
         raise StateError(f"state in {where} has format {state.format}; this exporter reads {STATE_FORMAT}")
     return state
+
+
+class OwnerPacker:
+    """Packs a state's owner history for a backend, once per revision (xz is the costly part)."""
+
+    def __init__(self) -> None:
+        self._packed: tuple[int, int, bytes] | None = None  # (id of the history, its revision, packed)
+
+    def pack(self, state: State) -> bytes | None:
+        """The packed history (None when it is empty); sets ``state.owners_sha256`` to match."""
+        history = state.owners
+        if not history:
+            state.owners_sha256 = None
+            return None
+        key = (id(history), history.revision)
+        if self._packed is None or self._packed[:2] != key:
+            self._packed = (*key, history.pack())
+        packed = self._packed[2]
+        state.owners_sha256 = hashlib.sha256(packed).hexdigest()
+        return packed
+
+
+def attach_owners(state: State, packed: bytes | None, where: str) -> None:
+    """Give ``state`` the history its index names, from ``packed`` (None: not found). A history that
+    is missing, altered or unreadable is logged and started afresh: it refines whom a backlog window
+    is billed to, and is no reason to stop billing."""
+    if state.owners_sha256 is None:
+        return
+    problem = None
+    if packed is None:
+        problem = "is missing"
+    elif hashlib.sha256(packed).hexdigest() != state.owners_sha256:
+        problem = "does not match its checksum"
+    else:
+        try:
+            state.owners = OwnerHistory.unpack(packed)
+        except OwnerHistoryError as exc:
+            problem = f"is unreadable ({exc})"
+    if problem is not None:
+        log.warning(
+            "the owner history in %s %s; starting it afresh (backlog windows before the next cycles are "
+            "billed with the live owners)",
+            where,
+            problem,
+        )
+        state.owners_sha256 = None
 
 
 def _stamp(moment: datetime) -> str:
@@ -232,6 +293,7 @@ class DirectoryStore:
 
     state.json                          watermark, last delivered window, spool index with sha256s
     spool/<window end>-<report id>.json the bodies of one spooled window, written once
+    owners-<sha256>.json.xz             the owner history the index names (written before it)
     dead-letter/<...>-part<n>.json      refused parts with status, reason and body
     lock                                flock'ed for the length of a cycle
     """
@@ -242,6 +304,7 @@ class DirectoryStore:
         self.spool_dir = root / "spool"
         self.dead_dir = root / "dead-letter"
         self._written: dict[str, list[str]] = {}  # spool blob name -> digests known to be on disk
+        self._owners = OwnerPacker()
 
     def describe(self) -> str:
         """The directory."""
@@ -292,21 +355,39 @@ class DirectoryStore:
             entries.append(entry.attach(bodies, str(path)))
         state.spool = entries
         self._written = {e.blob_name(): e.digests for e in entries}
-        self._remove_leftovers()
+        if state.owners_sha256 is not None:
+            try:
+                packed: bytes | None = self._owners_path(state.owners_sha256).read_bytes()
+            except OSError:
+                packed = None
+            attach_owners(state, packed, str(self.root))
+        self._remove_leftovers(state.owners_sha256)
         return state
 
-    def _remove_leftovers(self) -> None:
+    def _owners_path(self, digest: str) -> Path:
+        return self.root / f"owners-{digest}.json.xz"
+
+    def _remove_leftovers(self, owners_sha256: str | None) -> None:
         # Temp files of interrupted writes, and blobs written for a window whose index write never
         # happened (a crash between the two): never sent, so safe to drop; the window is rebuilt.
+        # Likewise owner histories the index does not name.
         for directory in (self.root, self.spool_dir, self.dead_dir):
             for path in directory.glob(".tmp.*"):
                 path.unlink(missing_ok=True)
         for path in self.spool_dir.glob("*.json"):
             if path.stem not in self._written:
                 path.unlink(missing_ok=True)
+        self._drop_owners_but(owners_sha256)
+
+    def _drop_owners_but(self, digest: str | None) -> None:
+        keep = self._owners_path(digest) if digest else None
+        for path in self.root.glob("owners-*.json.xz"):
+            if path != keep:
+                path.unlink(missing_ok=True)
 
     def save(self, state: State) -> None:
-        """Write new spool blobs, then the index (the commit point), then drop blobs no longer indexed."""
+        """Write new spool blobs and owner history, then the index (the commit point), then drop
+        blobs no longer indexed."""
         self._prepare()
         try:
             for entry in state.spool:
@@ -314,11 +395,17 @@ class DirectoryStore:
                 if self._written.get(name) != entry.digests:
                     atomic_write(self.spool_dir / f"{name}.json", json.dumps({"parts": entry.bodies}).encode())
                     self._written[name] = entry.digests
+            packed = self._owners.pack(state)
+            if packed is not None and state.owners_sha256 is not None:
+                path = self._owners_path(state.owners_sha256)
+                if not path.exists():
+                    atomic_write(path, packed)
             atomic_write(self.index, state.index_json().encode())
             keep = {e.blob_name() for e in state.spool}
             for name in [n for n in self._written if n not in keep]:
                 (self.spool_dir / f"{name}.json").unlink(missing_ok=True)
                 del self._written[name]
+            self._drop_owners_but(state.owners_sha256)
         except OSError as exc:
             raise StateError(f"cannot write state in {self.root}: {exc.strerror}") from exc
 

@@ -5,6 +5,7 @@ One ConfigMap holds everything::
     data.state.json                            the index (watermark, spool with sha256s)
     binaryData.spool.<window>-<id>.json.gz     the bodies of one spooled window, gzipped
     binaryData.dead-letter.<...>.json.gz       refused parts
+    binaryData.owners.json.xz                  the owner history (xz-compressed, see owner_history)
 
 Each save is one update carrying the resourceVersion we read, so the API server applies it whole or
 refuses it (409) when another replica wrote in between; we then stop and reload rather than
@@ -12,7 +13,9 @@ overwrite. A ConfigMap holds at most 1 MiB: spooled bodies are gzipped (usage JS
 fivefold, to some 55 bytes per customer), the data is kept under ``configmap_max_bytes``, dead
 letters give up their bodies and then their place (oldest first, each logged) before a spooled
 report would, and a spool that still does not fit raises StateTooLargeError, which stops building
-new windows until the spool drains.
+new windows until the spool drains. The owner history gives way after the dead letters' bodies and
+before whole dead letters (logged once): without it backlog windows are billed with the live
+owners, as before it existed.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ from typing import Any
 
 from ..errors import KubernetesConflict, KubernetesError, KubernetesNotFound, KubernetesRefused
 from ..sources.kube import api as kube_api
-from .state import DeadLetter, State, StateConflictError, StateError, StateTooLargeError, parse_index
+from .state import (
+    DeadLetter,
+    OwnerPacker,
+    State,
+    StateConflictError,
+    StateError,
+    StateTooLargeError,
+    attach_owners,
+    parse_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,7 @@ INDEX_KEY = "state.json"
 SPOOL_PREFIX = "spool."
 DEAD_PREFIX = "dead-letter."
 SUFFIX = ".json.gz"
+OWNERS_KEY = "owners.json.xz"
 
 
 def _pack(data: bytes) -> str:
@@ -76,6 +89,8 @@ class ConfigMapStore:
         self._data: dict[str, str] = {}
         self._binary: dict[str, str] = {}
         self._packs: dict[tuple[str, ...], str] = {}
+        self._owners = OwnerPacker()
+        self._told_owners_left_out = False
 
     def describe(self) -> str:
         """configmap/<namespace>/<name>."""
@@ -140,6 +155,13 @@ class ConfigMapStore:
                 raise StateError(f"spooled report {key} in {self.describe()} is missing or unreadable") from exc
             entries.append(entry.attach(bodies, f"{self.describe()} key {key}"))
         state.spool = entries
+        if state.owners_sha256 is not None:
+            packed = self._binary.get(OWNERS_KEY)
+            try:
+                raw = base64.b64decode(packed) if packed is not None else None
+            except binascii.Error:
+                raw = b""
+            attach_owners(state, raw, self.describe())
         return state
 
     def save(self, state: State) -> None:
@@ -153,6 +175,9 @@ class ConfigMapStore:
             binary[key] = self._packs[digests]
         current = {tuple(e.digests) for e in state.spool}
         self._packs = {d: packed for d, packed in self._packs.items() if d in current}
+        owners = self._owners.pack(state)
+        if owners is not None:
+            binary[OWNERS_KEY] = base64.b64encode(owners).decode()
         self._write({INDEX_KEY: state.index_json()}, binary)
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
@@ -172,6 +197,20 @@ class ConfigMapStore:
             if letter.body is not None:
                 binary[key] = _pack(letter.model_copy(update={"body": None}).model_dump_json().encode())
                 log.warning("%s is full: dropped the body of dead letter %s", self.describe(), letter.idempotency_key)
+        if OWNERS_KEY in binary and configmap_size(data, binary) > self.max_bytes:  # then: the owner history
+            size = len(base64.b64decode(binary.pop(OWNERS_KEY)))
+            if INDEX_KEY in data:  # the index must not name what is not there
+                index = json.loads(data[INDEX_KEY])
+                index["owners_sha256"] = None
+                data[INDEX_KEY] = json.dumps(index, indent=1)
+            if not self._told_owners_left_out:
+                self._told_owners_left_out = True
+                log.warning(
+                    "%s is full: left out the owner history (%d bytes packed); backlog windows are billed with "
+                    "the live owners (use the directory backend, or kube-state-metrics' kube_namespace_labels)",
+                    self.describe(),
+                    size,
+                )
         for key in dead:  # then: whole dead letters, oldest first
             if configmap_size(data, binary) <= self.max_bytes:
                 return

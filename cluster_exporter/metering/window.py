@@ -199,7 +199,10 @@ async def measure_window(
         [(checks[meter.name], meter.selector, meter.namespace_setting) for meter in meters],
         m.min_attributed_share,
     )
-    observed = owners_at(start, end, live) if owners_at is not None else live
+    # kube-state-metrics' record, where the cluster has it, says who owned what when; the owners
+    # recorded at each cycle (owners_at) stand in for it only where it is missing
+    recorded_by_ksm = bool(ownership.recorded)
+    observed = owners_at(start, end, live) if owners_at is not None and not recorded_by_ksm else live
     check_pipelines(columns, observed)
     owners = WindowOwners(observed, ownership.recorded, ownership.pieces)
     fields = [

@@ -163,6 +163,18 @@ class ExporterMetrics:
             registry=registry,
         )
 
+        # whose owners a window is billed with, without kube-state-metrics (delivery/owner_history.py)
+        self.owner_changes_inside_window = Counter(
+            "cluster_exporter_metering_owner_changes_inside_window_total",
+            "Namespaces that changed owner inside a window and were billed wholly to the new one (once per window).",
+            registry=registry,
+        )
+        self.windows_billed_with_recorded_owners = Counter(
+            "cluster_exporter_metering_windows_billed_with_recorded_owners_total",
+            "Window measurements billed with owners recorded at an earlier cycle that differ from the live ones.",
+            registry=registry,
+        )
+
         # high availability
         self.is_leader = Gauge(
             "cluster_exporter_leader_is_leader",

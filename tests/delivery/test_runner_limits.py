@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from cluster_exporter.commands import run_report
 from cluster_exporter.delivery.leader import AlwaysLeader
+from cluster_exporter.delivery.owner_history import OwnerHistory
 from cluster_exporter.delivery.runner import Runner
 from cluster_exporter.delivery.sender import Deliverer
 from cluster_exporter.delivery.service import make_clock
@@ -54,8 +55,8 @@ async def test_full_configmap_spool_stops_building_until_it_drains(
         now = parse_time(AS_OF)
         async with PrometheusClient(settings.prometheus) as prom:
 
-            async def build(end: datetime, at: datetime) -> UsageReport:
-                return await measure_window(settings, end, at, prom)
+            async def build(end: datetime, at: datetime, history: OwnerHistory | None = None) -> UsageReport:
+                return await measure_window(settings, end, at, prom)  # no owner history: live owners
 
             reports = [await build(end, now) for end in WINDOW_ENDS]
             entries = [SpoolEntry.from_report(r, 2000, now) for r in reports]

@@ -210,3 +210,74 @@ def test_configmap_limit_of_the_api_server_maps_to_too_large(kube_thread: KubeAp
     with pytest.raises(StateTooLargeError, match="refused it as too large"):
         store.save(state_with(entry(0, customers=20, noise=600)))
     assert kube_thread.state.writes[-1][2] == 422
+
+
+# -- the owner history, in both backends ----------------------------------------------------------
+
+
+def with_history(state: State, namespaces: int = 3, noise: int = 0) -> State:
+    """``state`` with two observations of ``namespaces`` namespaces; ``noise`` random bytes in each name."""
+    owners = {f"tenant-{i:05d}{secrets.token_hex(noise)}": f"cust-{i:05d}" for i in range(namespaces)}
+    state.owners.observe(T0, owners)
+    state.owners.observe(T0 + timedelta(hours=2), {**owners, min(owners): "cust-moved"})
+    return state
+
+
+def test_directory_keeps_the_owner_history_beside_the_index(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    saved = with_history(state_with(entry(0)))
+    store.save(saved)
+    store.save(saved)  # unchanged: the same file
+    assert [p.name for p in tmp_path.glob("owners-*")] == [f"owners-{saved.owners_sha256}.json.xz"]
+    loaded = DirectoryStore(tmp_path).load("k8s-1", 3600)
+    assert (loaded.owners.current, loaded.owners.runs, loaded.owners.changes) == (
+        saved.owners.current,
+        saved.owners.runs,
+        saved.owners.changes,
+    )
+    loaded.owners.observe(T0 + timedelta(hours=3), {})
+    store.save(loaded)  # the new history is written before the index naming it, the old one dropped after
+    assert [p.name for p in tmp_path.glob("owners-*")] == [f"owners-{loaded.owners_sha256}.json.xz"]
+
+
+def test_directory_loads_state_written_before_the_owner_history(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path)
+    store.save(state_with(entry(0)))
+    index = json.loads((tmp_path / "state.json").read_text())
+    del index["owners_sha256"]  # as an exporter without it wrote it
+    (tmp_path / "state.json").write_text(json.dumps(index))
+    (tmp_path / "owners-0123.json.xz").write_bytes(b"left by an interrupted write")
+    loaded = DirectoryStore(tmp_path).load("k8s-1", 3600)
+    assert not loaded.owners and loaded.watermark == T0.replace(hour=1)
+    assert not list(tmp_path.glob("owners-*"))
+
+
+def test_a_damaged_owner_history_is_started_afresh_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    saved = with_history(state_with(entry(0)))
+    DirectoryStore(tmp_path).save(saved)
+    (tmp_path / f"owners-{saved.owners_sha256}.json.xz").write_bytes(b"garbage")
+    loaded = DirectoryStore(tmp_path).load("k8s-1", 3600)
+    assert not loaded.owners and [e.report_id for e in loaded.spool] == [saved.spool[0].report_id]
+    assert "does not match its checksum; starting it afresh" in caplog.text
+
+
+def test_configmap_keeps_the_owner_history_in_the_same_update(kube_thread: KubeApiStandIn, tmp_path: Path) -> None:
+    store = cm_store(kube_thread, tmp_path)
+    saved = with_history(state_with(entry(0)))
+    store.save(saved)
+    cm = kube_thread.state.get("configmaps", EXPORTER_NAMESPACE, "exporter-state")
+    assert cm is not None and "owners.json.xz" in cm["binaryData"]
+    assert json.loads(cm["data"]["state.json"])["owners_sha256"] == saved.owners_sha256
+    loaded = cm_store(kube_thread, tmp_path).load("k8s-1", 3600)
+    assert loaded.owners.current == saved.owners.current and loaded.owners.changes == saved.owners.changes
+
+
+def test_configmap_full_leaves_the_owner_history_out_before_a_spooled_report(
+    kube_thread: KubeApiStandIn, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = cm_store(kube_thread, tmp_path, max_bytes=20_000)
+    big = with_history(state_with(entry(0)), namespaces=5_000, noise=4)  # some 40 kB packed: over this budget
+    store.save(big)
+    assert "left out the owner history" in caplog.text
+    loaded = cm_store(kube_thread, tmp_path).load("k8s-1", 3600)
+    assert not loaded.owners and loaded.owners_sha256 is None and len(loaded.spool) == 1
