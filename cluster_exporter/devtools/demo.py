@@ -183,11 +183,57 @@ def run_demo(fmt: str, workdir: Path | None) -> int:
                 print(f"largest difference from the generator's exact truth: {err:.4%} ({where})\n")
             print("billing API: the three reports delivered; invoices for 2025-11 so far:\n")
             print("\n\n".join(invoices))
+        platform_demo(fmt, workdir)
     finally:
         kube.stop_thread()
         if tmp is not None:
             tmp.cleanup()
     return 0
+
+
+def platform_demo(fmt: str, workdir: Path) -> None:
+    """What platforms sell, on a second synthetic cluster: a namespace relabeled 20 minutes into a
+    window (each owner billed its part), one unlabeled and one labeled mid-window, GPU-hours of
+    running pods only (a three-minute job, a Pending and a Succeeded pod, a MIG slice), dcgm
+    utilization, and requests above and below usage."""
+    from ..cli import render
+    from .platform_cluster import platform_cluster
+
+    cluster = platform_cluster()
+    print(f"\nplatform demo: {len(cluster.series)} series; owners over time, GPUs and requests")
+    (workdir / "platform").mkdir(exist_ok=True)
+    data = prepare(workdir / "platform", cluster)
+    kube = KubeApiStandIn(KubeState(namespaces=demo_namespaces(cluster))).start_in_thread()
+    try:
+        with PrometheusServer(data) as prom:
+            settings = load_settings(
+                {
+                    "cluster_id": "k8s-platform-1",
+                    "prometheus": {"url": prom.url},
+                    "kubernetes": {
+                        "kubeconfig": str(write_kubeconfig(workdir / "platform-kubeconfig", kube.url)),
+                        "customer_label": CUSTOMER_LABEL,
+                    },
+                    "metering": {"http_source": "none", "gpu_utilization": "DCGM_FI_PROF_GR_ENGINE_ACTIVE"},
+                }
+            )
+
+            async def meter() -> list[UsageReport]:
+                async with PrometheusClient(settings.prometheus) as client:
+                    return [
+                        await measure_window(settings, end, datetime.now(UTC), client)
+                        for _, end in hour_windows(cluster)
+                    ]
+
+            for report in asyncio.run(meter()):
+                print(render(report.model_dump(mode="json"), fmt) if fmt == "table" else report.to_json())
+                err, where = max_relative_error(report, cluster.truth(report.window_start, report.window_end))
+                print(f"largest difference from the generator's exact truth: {err:.4%} ({where})\n")
+        for namespace, changes in sorted(cluster.owners.items()):
+            told = ", ".join(f"{c or '(nobody)'} from {datetime.fromtimestamp(t, UTC):%H:%M:%S}" for t, c in changes)
+            print(f"owners of {namespace}: {told}")
+    finally:
+        kube.stop_thread()
 
 
 def main() -> None:  # pragma: no cover
