@@ -43,7 +43,7 @@ from cluster_exporter.devtools.prometheus_server import PrometheusServer, backfi
 from cluster_exporter.devtools.synthetic_cluster import CUSTOMER_LABEL
 from cluster_exporter.metering.plan import meter_queries, namespace_owners
 from cluster_exporter.metering.window import all_meters, make_window
-from cluster_exporter.meters import NAMES as BUILTIN_METERS
+from cluster_exporter.meters import ALWAYS as BUILTIN_METERS
 from cluster_exporter.settings import PrometheusSettings, load_settings
 from cluster_exporter.sources.prometheus import PrometheusClient
 
