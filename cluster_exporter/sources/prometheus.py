@@ -428,7 +428,7 @@ def _pair(name: str, pair: Any) -> tuple[float, str]:
         raise PrometheusError(f"query {name}: malformed timestamp {clip(str(pair))}") from exc
 
 
-_SECOND = operator.itemgetter(1)
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
@@ -446,7 +446,8 @@ def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
 
 
 def _in_order(name: str, samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    if not all(map(operator.lt, (t for t, _ in samples), (t for t, _ in samples[1:]))):
+    times = list(map(_FIRST, samples))  # in C: it runs once per series of every answer
+    if not all(map(operator.lt, times, times[1:])):
         raise PrometheusError(f"query {name}: a series' samples are not in strictly increasing time order")
     return samples
 
