@@ -91,8 +91,9 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=10_000)
     parser.add_argument("--decoder", choices=["general", "fast"], default="fast")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--suffix", default="", help="read bench/out/answers-N<suffix>/ (answers edited by hand)")
     args = parser.parse_args()
-    out = ROOT / "bench" / "out" / f"answers-{args.namespaces}"
+    out = ROOT / "bench" / "out" / f"answers-{args.namespaces}{args.suffix}"
     if args.what == "record":
         tsdb = ROOT / "bench" / "out" / f"scale-{args.namespaces}" / "tsdb"
         out.mkdir(parents=True, exist_ok=True)
