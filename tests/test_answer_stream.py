@@ -195,3 +195,47 @@ def test_a_typed_decoder_takes_the_runs_and_the_general_parser_what_it_refuses(s
     if size >= 64:  # in tinier chunks an item's false cut often arrives before its end: all dicts
         assert any(isinstance(g, _Item) for g in got)
     assert envelope["data"]["result"] == []
+
+
+@pytest.mark.parametrize("size", [50, 333, 10**6])
+def test_runs_are_cut_short_and_an_item_longer_than_a_run_still_arrives(
+    monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A run is cut within RUN_BYTES where an item ends there (what the network delivered at
+    once is decoded in parts); an item longer than RUN_BYTES is decoded whole."""
+    from cluster_exporter.sources import answer_stream
+
+    monkeypatch.setattr(answer_stream, "RUN_BYTES", 200)
+    items = [{"metric": {"ns": "x" * (10 if i % 7 else 500)}, "value": [1, str(i)]} for i in range(60)]
+    answer = {"status": "success", "data": {"resultType": "vector", "result": items}}
+    runs: list[int] = []
+
+    def decode(run: bytes) -> list[Any]:
+        runs.append(len(run))
+        return list(msgspec.json.decode(run))
+
+    got, _ = _run(json.dumps(answer, separators=(",", ":")).encode(), size, decode)
+    assert got == items
+    if size > 1000:
+        assert max(runs) > 500 and sorted(runs)[len(runs) // 2] <= 202, "short runs, and the long items whole"
+
+
+@pytest.mark.parametrize("size", [64, 10**6])
+def test_a_refused_run_after_runs_taken_in_the_same_chunk_goes_on_in_order(
+    monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Runs taken, then one the decoder refuses, from one chunk: the general parser goes on from
+    the separator after the last item taken (not as if the list had just begun)."""
+    from cluster_exporter.sources import answer_stream
+
+    monkeypatch.setattr(answer_stream, "RUN_BYTES", 100)
+    items = [{"metric": {"ns": f"n{i}"}, "value": [1, str(i)]} for i in range(30)]
+    answer = {"status": "success", "data": {"resultType": "vector", "result": items}}
+
+    def picky(run: bytes) -> list[Any]:
+        if b'"17"' in run:
+            raise ValueError("refused")
+        return list(msgspec.json.decode(run))
+
+    got, envelope = _run(json.dumps(answer, separators=(",", ":")).encode(), size, picky)
+    assert got == items and envelope["data"]["result"] == []

@@ -34,10 +34,15 @@ from typing import Any
 _RESULT_LIST = re.compile(r'"result"\s*:\s*\[')
 _RESULT_LIST_BYTES = re.compile(rb'"result"\s*:\s*\[')
 _SPACE = re.compile(rb"[ \t\n\r]*")
-# an item's last byte, if outside a string: "}" then "]", or "," and the next item's "{", or the end
-# of what has arrived (so that an answer cut off after an item has handed that item over)
-_ITEM_END = re.compile(rb"\}[ \t\n\r]*(?:\]|,[ \t\n\r]*(?:\{|\Z)|\Z)")
+# an item's last byte, if outside a string: "}" then "]", or "," and the next item's "{"; or "}" at
+# the end of what has arrived (so that an answer cut off after an item has handed that item over),
+# taken only where no sure end is found
+_ITEM_END = re.compile(rb"\}[ \t\n\r]*(?:\]|,[ \t\n\r]*\{)")
+_ITEM_END_SO_FAR = re.compile(rb"\}[ \t\n\r]*(?:,[ \t\n\r]*)?\Z")
 _LOOKAHEAD = 256  # bytes before the end searched again for a cut once a search found none
+# A run is cut within its first RUN_BYTES where an item ends there: its objects (several times its
+# bytes) then stay small however much the network has delivered at once.
+RUN_BYTES = 64 * 1024
 _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
 TRIM_AT = 1 << 16  # drop parsed text from the buffer once this much has piled up
@@ -118,9 +123,9 @@ class _Body:
         self.buf, self.pos, self.text, self._searched = "", 0, False, 0
         self._utf8.reset()
 
-    def runs(self, decode: Decode, on_item: Callable[[Any], None], first: bool) -> tuple[bool, bool] | None:
+    def runs(self, decode: Decode, on_item: Callable[[Any], None], first: bool) -> tuple[bool, bool | None]:
         """The fast path: hand over every item complete in ``raw``, a run at a time; as ``items``,
-        or None when a run did not decode (the body is text now, for ``items`` to go on)."""
+        with None for "ended" when a run did not decode (the body is text now, for ``items``)."""
         raw, pos, end = self.raw, self.rpos, len(self.raw)
         try:
             while True:
@@ -148,7 +153,7 @@ class _Body:
                 except Exception:  # a false cut or an item it does not take: the general parser decides
                     self.rpos = pos
                     self.to_text()
-                    return None
+                    return first, None
                 for item in items:
                     on_item(item)
                 first, pos = False, cut
@@ -158,16 +163,22 @@ class _Body:
                 self._searched = max(0, self._searched - pos)
 
     def _cut(self, raw: bytes, at: int, end: int) -> int:
-        """Just past the last ``}`` after ``at`` followed by ``,{``, ``]`` or what has not arrived yet;
-        -1 if none."""
-        i = end
-        low = max(at, self._searched)
+        """Just past the last ``}`` in the first RUN_BYTES after ``at`` that is followed by ``,{``
+        or ``]``; past them, the first such ``}``; else a ``}`` that ends what has arrived; -1 if none."""
+        low, limit = max(at, self._searched), min(end, at + RUN_BYTES)
+        i = limit
         while (i := raw.rfind(b"}", low, i)) >= 0:
             if _ITEM_END.match(raw, i):
                 self._searched = 0
                 return i + 1
+        i = max(low, limit) - 1  # a first item longer than RUN_BYTES: where it ends, if it has
+        while (i := raw.find(b"}", i + 1, end)) >= 0:
+            if _ITEM_END.match(raw, i):
+                self._searched = 0
+                return i + 1
         self._searched = max(at, end - _LOOKAHEAD)  # a cut's lookahead may still arrive in the last bytes
-        return -1
+        last = raw.rfind(b"}", at, end)
+        return last + 1 if last >= 0 and _ITEM_END_SO_FAR.match(raw, last) else -1
 
     def items(self, on_item: Callable[[Any], None], first: bool) -> tuple[bool, bool]:
         """Hand over every list item complete in ``buf`` (a tight loop, no awaits: it runs once
@@ -229,8 +240,8 @@ async def stream_result_items(
     element (or the envelope) larger than ``max_item_bytes``.
 
     With ``fast``, runs of complete items are decoded by it and its items handed over; where it
-    raises, the general parser takes the rest of the answer, so ``on_item`` must take the items
-    of both (the standard library's dicts and lists, and what ``fast`` returns).
+    raises, the general parser takes what has arrived, so ``on_item`` must take the items of both
+    (the standard library's dicts and lists, and what ``fast`` returns).
     """
     body = _Body(chunks, spend, max_item_bytes, text=fast is None)
     prefix = await _up_to_list(body)
@@ -240,10 +251,10 @@ async def stream_result_items(
     while True:
         if not body.text:
             assert fast is not None
-            done = body.runs(fast, on_item, first)
+            first, done = body.runs(fast, on_item, first)
             if done is None:
                 continue  # the general parser takes what has arrived
-            first, ended = done
+            ended = done
         else:
             first, ended = body.items(on_item, first)
         if ended:
