@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -114,6 +115,13 @@ def kube_state(labeled: list[str]) -> KubeState:
     return KubeState(namespaces={ns: {CUSTOMER_LABEL: f"cust_{int(ns.split('-')[1]) // 2:06d}"} for ns in labeled})
 
 
+def pin(pid: int, cores: set[int]) -> None:
+    """Keep a running process (every thread it has now; new ones inherit) on ``cores``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cores)
+
+
 def engine_counters(url: str, engine: str) -> tuple[float, float]:
     """(instant-query HTTP requests served, CPU seconds used) from the engine's own /metrics:
     prometheus_http_requests_total or vm_http_requests_total for /api/v1/query, and
@@ -130,8 +138,11 @@ def engine_counters(url: str, engine: str) -> tuple[float, float]:
     return requests, cpu
 
 
-def run_exporter(prom_url: str, kubeconfig: Path, **extra: str) -> tuple[float, float, float, dict[str, object]]:
-    """Run the report as a child process: (seconds, peak RSS in MiB, CPU seconds, report)."""
+def run_exporter(
+    prom_url: str, kubeconfig: Path, cores: set[int] | None = None, **extra: str
+) -> tuple[float, float, float, dict[str, object]]:
+    """Run the report as a child process (on ``cores`` only, if given): (seconds, peak RSS in
+    MiB, CPU seconds, report)."""
     env = {
         **os.environ,
         **extra,
@@ -158,6 +169,7 @@ def run_exporter(prom_url: str, kubeconfig: Path, **extra: str) -> tuple[float, 
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
     )
     peak, out = peak_rss_until_exit(proc)
     seconds = time.monotonic() - started
@@ -255,6 +267,11 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true", help="do not run the per-namespace design")
     parser.add_argument("--skip-gzip", action="store_true", help="run the per-namespace design uncompressed only")
     parser.add_argument("--prepare-only", action="store_true", help="generate and load the data, then stop")
+    parser.add_argument(
+        "--separate-cores",
+        action="store_true",
+        help="the engine on core 0, the exporter and this benchmark on core 1 (as when they run apart)",
+    )
     parser.add_argument("--json", type=Path, help="append the figures to this file, one JSON line")
     args = parser.parse_args()
     vm = args.engine == "victoriametrics"
@@ -272,10 +289,16 @@ def main() -> None:
     try:
         with server as engine:
             kubeconfig = write_kubeconfig(args.out / "kubeconfig", kube.url)
+            cores = None
+            if args.separate_cores:
+                assert engine.proc is not None
+                pin(engine.proc.pid, {0})
+                cores = {1}
+                pin(os.getpid(), cores)  # this benchmark (its raw reads) and the Kubernetes stand-in thread
             engine_counters(engine.url, args.engine)
             requests_before, cpu_before = engine_counters(engine.url, args.engine)
             extra = {"PROMETHEUS_MAX_QUERY_LENGTH": "16384"} if vm else {}
-            seconds, rss, own_cpu, report = run_exporter(engine.url, kubeconfig, **extra)
+            seconds, rss, own_cpu, report = run_exporter(engine.url, kubeconfig, cores, **extra)
             requests_after, cpu_after = engine_counters(engine.url, args.engine)
             requests, cpu["exporter"] = requests_after - requests_before, cpu_after - cpu_before
             reported, correct, worst, where = check(report, truth)
@@ -292,7 +315,10 @@ def main() -> None:
         kube.stop_thread()
     n = args.namespaces
     name = "VictoriaMetrics" if vm else "Prometheus"
-    print(f"engine: {name}, namespaces: {n}, customers: {len(truth)}, window {WINDOW_END:%Y-%m-%dT%H:%M:%SZ}")
+    print(
+        f"engine: {name}, namespaces: {n}, customers: {len(truth)}, window {WINDOW_END:%Y-%m-%dT%H:%M:%SZ}"
+        + (" (engine on core 0, exporter on core 1)" if args.separate_cores else "")
+    )
     print(
         f"customers reported correctly (every meter within 0.01%): {correct}/{len(truth)} "
         f"(reported {reported}; worst {worst:.4%} at {where})   limit: all"
@@ -320,6 +346,7 @@ def main() -> None:
     if args.json is not None:
         figures = {
             "engine": args.engine,
+            "separate_cores": args.separate_cores,
             "namespaces": n,
             "correct": correct,
             "customers": len(truth),
