@@ -135,9 +135,10 @@ class PrometheusServer(_Server):
 class VictoriaMetricsServer(_Server):
     """A single-node VictoriaMetrics on a free port; load it with ``import_openmetrics``."""
 
-    def __init__(self, data_dir: Path, start_timeout: float = 60.0) -> None:
+    def __init__(self, data_dir: Path, start_timeout: float = 60.0, extra_args: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.start_timeout = start_timeout
+        self.extra_args = extra_args or []
 
     def start(self) -> VictoriaMetricsServer:
         """Start on a free port."""
@@ -153,6 +154,7 @@ class VictoriaMetricsServer(_Server):
                     "-retentionPeriod=100y",
                     "-search.disableCache",
                     "-search.latencyOffset=0s",
+                    *self.extra_args,
                 ],
                 stdout=fh,
                 stderr=subprocess.STDOUT,

@@ -43,9 +43,10 @@ def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
 def series_id(labels: Mapping[str, str]) -> tuple[int, int]:
     """The identity of one series (``__name__`` aside), to match it across answers without
     keeping its labels."""
-    if "__name__" in labels:
-        labels = {k: v for k, v in labels.items() if k != "__name__"}
-    return _id(tuple(sorted(labels.items())))
+    items = sorted(labels.items())
+    if "__name__" in labels:  # removed from the sorted list: half the time of a copy without it
+        items.remove(("__name__", labels["__name__"]))
+    return _id(tuple(items))
 
 
 def _rows_by(keys: array[int]) -> array[int]:

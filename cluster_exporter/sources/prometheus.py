@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import operator
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -30,11 +31,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
+import msgspec
 
 from ..errors import PrometheusError, clip
 from ..retry import GaveUp, Policy, Retryable, parse_retry_after, retry_async, retryable_status
 from ..settings import PrometheusSettings
-from .answer_stream import MalformedAnswer, stream_result_items
+from .answer_stream import Decode, MalformedAnswer, stream_result_items
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +179,8 @@ class PrometheusClient:
     async def stream_matrix(self, query: NamedQuery, into: MatrixSink) -> int:
         """Evaluate a range-vector selector, streaming each series into ``into`` while the body
         arrives (as stream_vector). Returns the number of series."""
-        name = query.name
-        series = into.series
-
-        def on_item(item: Any) -> None:
-            values = item.get("values") if isinstance(item, dict) else None
-            if not isinstance(values, list):
-                raise PrometheusError(f"query {name}: malformed matrix element")
-            series(_labels(name, item), _samples(name, values))
-
-        return await self._fold(name, query.expr, query.at, "matrix", on_item)
+        on_item, fast = matrix_items(query.name, into)
+        return await self._fold(query.name, query.expr, query.at, "matrix", on_item, fast)
 
     async def stream_vector(self, query: NamedQuery, into: VectorSink) -> int:
         """Evaluate an instant query, streaming each element into ``into`` while the body arrives.
@@ -196,18 +190,12 @@ class PrometheusClient:
         window fails as a whole, so samples already handed over do not matter; an answer cut off
         after samples were handed over is not retried. Returns the number of samples.
         """
-        name = query.name
-        sample = into.sample
+        on_item, fast = vector_items(query.name, into)
+        return await self._fold(query.name, query.expr, query.at, "vector", on_item, fast)
 
-        def on_item(item: Any) -> None:
-            # a sample is {"metric": {labels}, "value": [t, "v"]}; a label set holds only strings
-            if not isinstance(item, dict) or not isinstance(item.get("value"), list):
-                raise PrometheusError(f"query {name}: malformed vector element")
-            sample(_labels(name, item), _finite(name, _pair(name, item["value"])[1]))
-
-        return await self._fold(name, query.expr, query.at, "vector", on_item)
-
-    async def _fold(self, name: str, expr: str, at: float, result_type: str, on_item: Callable[[Any], None]) -> int:
+    async def _fold(
+        self, name: str, expr: str, at: float, result_type: str, on_item: Callable[[Any], None], fast: Decode | None
+    ) -> int:
         """Stream the answer's result items through ``on_item``; check its type; count them."""
         count = 0
 
@@ -216,7 +204,7 @@ class PrometheusClient:
             on_item(item)
             count += 1
 
-        data = await self._query(name, expr, at, counted)
+        data = await self._query(name, expr, at, counted, fast if self.settings.fast_decoder else None)
         if data.get("resultType") != result_type:
             raise PrometheusError(f"query {name}: expected a {result_type}, got {data.get('resultType')!r}")
         if data.get("result") != []:
@@ -248,13 +236,13 @@ class PrometheusClient:
             _WINDOW_BUDGET.reset(token)
 
     async def _query(
-        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None
+        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None, fast: Decode | None = None
     ) -> dict[str, Any]:
         started = time.monotonic()
         ok = False
         try:
             async with self._semaphore:
-                result = await self._with_retries(name, expr, at, on_item)
+                result = await self._with_retries(name, expr, at, on_item, fast)
             ok = True
             return result
         finally:
@@ -262,18 +250,18 @@ class PrometheusClient:
                 self._on_query(name, time.monotonic() - started, ok)
 
     async def _with_retries(
-        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None
+        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None, fast: Decode | None
     ) -> dict[str, Any]:
         policy = dataclasses.replace(RETRY, attempts=self.settings.attempts)
         try:
             return await retry_async(
-                lambda: self._post(name, expr, at, on_item), policy, label=f"query {name}", logger=log
+                lambda: self._post(name, expr, at, on_item, fast), policy, label=f"query {name}", logger=log
             )
         except GaveUp as exc:
             raise PrometheusError(f"query {name}: {exc}") from exc
 
     async def _post(
-        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None
+        self, name: str, expr: str, at: float, on_item: Callable[[Any], None] | None = None, fast: Decode | None = None
     ) -> dict[str, Any]:
         assert self._session is not None, "use PrometheusClient as an async context manager"
         url = f"{self.settings.url}/api/v1/query"
@@ -295,7 +283,7 @@ class PrometheusClient:
                 retry_after = resp.headers.get("Retry-After")
                 if status == 200 and on_item is not None:
                     chunks = resp.content.iter_any()
-                    payload = await stream_result_items(chunks, count_items, spend, self.settings.max_item_bytes)
+                    payload = await stream_result_items(chunks, count_items, spend, self.settings.max_item_bytes, fast)
                 else:  # an error's body: only its first bytes, for the message (it may never end)
                     body = await _head(resp.content, ERROR_BODY_BYTES)
                     spend(len(body))
@@ -337,6 +325,81 @@ class PrometheusClient:
         return data
 
 
+class _Series(msgspec.Struct):
+    """A matrix element as the fast decoder returns it: sample values already floats."""
+
+    metric: dict[str, str]
+    values: list[tuple[float, float]]
+
+
+class _Element(msgspec.Struct):
+    """A vector element as the fast decoder returns it."""
+
+    metric: dict[str, str]
+    value: tuple[float, float]
+
+
+# strict=False: "1.5" decodes to 1.5 (Prometheus writes values as strings). It would take a value
+# written as a JSON number too, which the API never sends and the general path refuses ("malformed
+# sample"): a run with a number after a comma (outside a string that is only a pair's value) goes
+# to the general path, which names the fault. "NaN" is refused by msgspec and goes there as well.
+_SERIES = msgspec.json.Decoder(list[_Series], strict=False).decode
+_ELEMENTS = msgspec.json.Decoder(list[_Element], strict=False).decode
+_NUMBER_AFTER_COMMA = re.compile(rb",[ \t\n\r]*[-0-9]")
+
+
+def _typed(decode: Callable[[bytes], list[Any]]) -> Decode:
+    def fast(run: bytes) -> list[Any]:
+        if _NUMBER_AFTER_COMMA.search(run):
+            raise ValueError("a number after a comma: for the general path")
+        return decode(run)
+
+    return fast
+
+
+_FAST_SERIES, _FAST_ELEMENTS = _typed(_SERIES), _typed(_ELEMENTS)
+
+
+def matrix_items(name: str, into: MatrixSink) -> tuple[Callable[[Any], None], Decode]:
+    """(what takes each item of query ``name``'s matrix answer into ``into``, the fast decoder
+    whose items it also takes): each series checked as a label set of strings and finite samples
+    in strictly increasing time."""
+    series = into.series
+
+    def on_item(item: Any) -> None:
+        if type(item) is _Series:
+            samples = item.values
+            if not all(map(math.isfinite, map(_SECOND, samples))):
+                raise PrometheusError(f"query {name}: a value is not finite; refusing to meter a non-finite number")
+            series(item.metric, _in_order(name, samples))
+            return
+        values = item.get("values") if isinstance(item, dict) else None
+        if not isinstance(values, list):
+            raise PrometheusError(f"query {name}: malformed matrix element")
+        series(_labels(name, item), _samples(name, values))
+
+    return on_item, _FAST_SERIES
+
+
+def vector_items(name: str, into: VectorSink) -> tuple[Callable[[Any], None], Decode]:
+    """As ``matrix_items``, for a vector answer: each element's label set and finite value."""
+    sample = into.sample
+
+    def on_item(item: Any) -> None:
+        if type(item) is _Element:
+            value = item.value[1]
+            if not math.isfinite(value):
+                raise PrometheusError(f"query {name}: value is {value}; refusing to meter a non-finite number")
+            sample(item.metric, value)
+            return
+        # a sample is {"metric": {labels}, "value": [t, "v"]}; a label set holds only strings
+        if not isinstance(item, dict) or not isinstance(item.get("value"), list):
+            raise PrometheusError(f"query {name}: malformed vector element")
+        sample(_labels(name, item), _finite(name, _pair(name, item["value"])[1]))
+
+    return on_item, _FAST_ELEMENTS
+
+
 async def _head(content: aiohttp.StreamReader, limit: int) -> bytes:
     """The first ``limit`` bytes of a body (all of it if shorter); the rest is never read."""
     body = b""
@@ -365,7 +428,7 @@ def _pair(name: str, pair: Any) -> tuple[float, str]:
         raise PrometheusError(f"query {name}: malformed timestamp {clip(str(pair))}") from exc
 
 
-_SECOND = operator.itemgetter(1)
+_FIRST, _SECOND = operator.itemgetter(0), operator.itemgetter(1)
 
 
 def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
@@ -379,7 +442,12 @@ def _samples(name: str, values: list[Any]) -> list[tuple[float, float]]:
             raise ValueError
     except (TypeError, ValueError, LookupError):
         samples = [(_pair(name, pair)[0], _finite(name, _pair(name, pair)[1])) for pair in values]  # names the fault
-    if not all(map(operator.lt, (t for t, _ in samples), (t for t, _ in samples[1:]))):
+    return _in_order(name, samples)
+
+
+def _in_order(name: str, samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    times = list(map(_FIRST, samples))  # in C: it runs once per series of every answer
+    if not all(map(operator.lt, times, times[1:])):
         raise PrometheusError(f"query {name}: a series' samples are not in strictly increasing time order")
     return samples
 
