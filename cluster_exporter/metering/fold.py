@@ -332,7 +332,8 @@ async def _irregular_units(
     ordered = sorted(units.values())
     raw = RawUnits(meter, set(ordered), w, pieces)
     out: list[tuple[str, str, str | None, float]] = []
-    for _, by_label in q.raw_fetches(meter, w, ordered, max_query_length, RAW_UNITS_PER_QUERY):
+    for run, by_label in q.raw_fetches(meter, w, ordered, max_query_length, RAW_UNITS_PER_QUERY):
+        raw.expect(run)
         before = _Before()
         if meter.kind == "counter":
             await prometheus.stream_vector(q.raw_lookback_query(meter, w, by_label), before)

@@ -275,6 +275,10 @@ class RawUnits:
     ) -> None:
         self.meter, self.w = meter, w
         self._wanted = units
+        # the units of the fetch streaming in (``expect``): a fetch's matchers select the cross
+        # product of its units' label values, which can hold units of another fetch; each unit
+        # is taken from its own fetch only, or it would be counted twice
+        self._run: set[UnitKey] = units
         self._pieces = pieces or {}
         self._series: dict[UnitKey, dict[int, list[array[float]]]] = {}
         self.found: set[UnitKey] = set()
@@ -285,7 +289,7 @@ class RawUnits:
         """One raw series (a counter's already led by its value before, ``with_value_before``);
         a gated meter's gates must be in ``gates`` first."""
         key = unit_key(self.meter, labels)
-        if key not in self._wanted:
+        if key not in self._run:
             return
         self.found.add(key)
         if self.meter.gate is not None:
@@ -293,6 +297,10 @@ class RawUnits:
             samples = gated(samples, gate, self.w)
         flat = array("d", (x for sample in samples for x in sample))
         self._series.setdefault(key, {}).setdefault(view_rank(self.meter, labels), []).append(flat)
+
+    def expect(self, units: Iterable[UnitKey]) -> None:
+        """The next fetch's units: only their series are kept until the next ``expect``."""
+        self._run = set(units) & self._wanted
 
     def take(self) -> Iterator[tuple[str, str, str | None, float]]:
         """(report field, namespace, customer, usage) for every unit collected since the last
