@@ -273,6 +273,12 @@ def main() -> None:
         help="the engine on core 0, the exporter and this benchmark on core 1 (as when they run apart)",
     )
     parser.add_argument("--json", type=Path, help="append the figures to this file, one JSON line")
+    parser.add_argument(
+        "--max-query-length",
+        type=int,
+        help="the exporter's prometheus.max_query_length (VictoriaMetrics: its -search.maxQueryLen raised to fit; "
+        "default there 16384, its own limit)",
+    )
     args = parser.parse_args()
     vm = args.engine == "victoriametrics"
     data, truth, labeled = (prepare_victoriametrics if vm else prepare)(args.namespaces, args.out)
@@ -281,7 +287,9 @@ def main() -> None:
     state = kube_state(labeled)
     kube = KubeApiStandIn(state).start_in_thread()
     server = (
-        VictoriaMetricsServer(data, extra_args=VM_ARGS)
+        VictoriaMetricsServer(
+            data, extra_args=[*VM_ARGS, f"-search.maxQueryLen={max(16384, args.max_query_length or 0)}"]
+        )
         if vm
         else PrometheusServer(data, extra_args=["--query.max-samples=500000000"])
     )
@@ -297,7 +305,8 @@ def main() -> None:
                 pin(os.getpid(), cores)  # this benchmark (its raw reads) and the Kubernetes stand-in thread
             engine_counters(engine.url, args.engine)
             requests_before, cpu_before = engine_counters(engine.url, args.engine)
-            extra = {"PROMETHEUS_MAX_QUERY_LENGTH": "16384"} if vm else {}
+            length = args.max_query_length or (16384 if vm else None)
+            extra = {"PROMETHEUS_MAX_QUERY_LENGTH": str(length)} if length else {}
             seconds, rss, own_cpu, report = run_exporter(engine.url, kubeconfig, cores, **extra)
             requests_after, cpu_after = engine_counters(engine.url, args.engine)
             requests, cpu["exporter"] = requests_after - requests_before, cpu_after - cpu_before

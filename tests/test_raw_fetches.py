@@ -56,17 +56,12 @@ async def test_a_unit_selected_by_two_fetches_is_counted_once(monkeypatch: pytes
     prometheus = SelectingPrometheus([_series("a", "p2"), _series("b", "p1"), _series("b", "p2")])
     monkeypatch.setattr(fold, "RAW_UNITS_PER_QUERY", 2)
     # the first fetch asks for (a, p2) and (b, p1): namespace=~"a|b", pod=~"p1|p2" selects (b, p2) too
-    out = await _irregular_units(
-        prometheus,  # type: ignore[arg-type]
-        meter,
-        dict(enumerate(keys)),
-        W,
-        MeterCheck(meter.name, meter.namespace_labels),
-        4096,
-        {},
-    )
-    assert len([e for e in prometheus.queries if e.endswith("]")]) == 2, "two fetches"
     totals: dict[str, float] = {}
-    for _, namespace, _, amount in out:
+
+    def add(field: str, namespace: str, customer: str | None, amount: float) -> None:
         totals[namespace] = totals.get(namespace, 0.0) + amount
+
+    check = MeterCheck(meter.name, meter.namespace_labels)
+    await _irregular_units(prometheus, meter, dict(enumerate(keys)), W, check, 4096, {}, add)  # type: ignore[arg-type]
+    assert len([e for e in prometheus.queries if e.endswith("]")]) == 2, "two fetches"
     assert totals == {"a": 3600.0, "b": 7200.0}, "each unit once: an hour at 1 byte each"

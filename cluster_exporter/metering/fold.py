@@ -70,15 +70,20 @@ async def meter_amounts(
         cut = await _gauges(prometheus, plan, meter, w, totals, result, cuts)
     else:
         raise TypeError(f"meter {meter.name} is a PromQL template: the window folds its one answer")
-    raw = await _irregular_units(prometheus, meter, totals.irregular_units, w, result.check, max_query_length, cut)
+    irregular = totals.irregular_units
     for field, namespace, amount in totals.amounts():
         table.add(field, namespace, amount)
     result.check.copies += totals.copies
-    for field, namespace, customer, amount in raw:
+    del totals  # its per-series arrays are freed before the raw fetches
+
+    def add(field: str, namespace: str, customer: str | None, amount: float) -> None:
+        # the window's one string per namespace: nothing of a fetch's answer outlives the fetch
         if customer is None:
             table.add(field, names.get(namespace), amount)
         else:
             table.add_piece(field, names.get(namespace), customer, amount)
+
+    await _irregular_units(prometheus, meter, irregular, w, result.check, max_query_length, cut, add)
     return result
 
 
@@ -323,15 +328,16 @@ async def _irregular_units(
     check: MeterCheck,
     max_query_length: int,
     pieces: Pieces,
-) -> list[tuple[str, str, str | None, float]]:
+    add: Callable[[str, str, str | None, float], None],
+) -> None:
     """Meter irregular units from their raw samples, a bounded number of units per query; each
-    fetch's series are merged per unit once it is in. (field, namespace, customer, usage) per
-    unit, or per owner's piece of a namespace whose owner changed (``RawUnits.take``)."""
+    fetch's series are merged per unit once it is in, and handed to ``add`` as (field, namespace,
+    customer, usage) per unit, or per owner's piece of a namespace whose owner changed
+    (``RawUnits.take``). Nothing is kept from one fetch to the next."""
     if not units:
-        return []
+        return
     ordered = sorted(units.values())
     raw = RawUnits(meter, set(ordered), w, pieces)
-    out: list[tuple[str, str, str | None, float]] = []
     for run, by_label in q.raw_fetches(meter, w, ordered, max_query_length, RAW_UNITS_PER_QUERY):
         raw.expect(run)
         before = _Before()
@@ -342,13 +348,13 @@ async def _irregular_units(
             await prometheus.stream_matrix(q.raw_gate_query(meter, w, by_label), _RawGates(meter, raw))
         query = q.raw_samples_query(meter, w, by_label)
         await prometheus.stream_matrix(query, _RawSeries(query, meter, raw, before, w, check))
-        out.extend(raw.take())
-    # every irregular unit was seen in or around the window: if its raw samples did not come
-    # back, it would be billed zero for a failed fetch
-    if missing := set(ordered) - raw.found:
-        raise PrometheusError(
-            f"meter {meter.name}: the raw samples of {len(missing)} irregular series did not come back "
-            f"(e.g. {dict(min(missing))}); refusing to bill them zero"
-        )
+        # every irregular unit was seen in or around the window: if its raw samples did not
+        # come back, it would be billed zero for a failed fetch
+        if raw.pending:
+            raise PrometheusError(
+                f"meter {meter.name}: the raw samples of {len(raw.pending)} irregular series did not come back "
+                f"(e.g. {dict(min(raw.pending))}); refusing to bill them zero"
+            )
+        for row in raw.take():
+            add(*row)
     check.copies += raw.copies
-    return out

@@ -281,7 +281,7 @@ class RawUnits:
         self._run: set[UnitKey] = units
         self._pieces = pieces or {}
         self._series: dict[UnitKey, dict[int, list[array[float]]]] = {}
-        self.found: set[UnitKey] = set()
+        self.pending: set[UnitKey] = set(units)  # units of the current fetch not seen yet
         self.copies = 0  # series alive at the same time as another of their unit and view
         self.gates: dict[UnitKey, Samples] = {}  # gated meters: each pod's gate samples, by gate labels
 
@@ -291,7 +291,7 @@ class RawUnits:
         key = unit_key(self.meter, labels)
         if key not in self._run:
             return
-        self.found.add(key)
+        self.pending.discard(key)
         if self.meter.gate is not None:
             gate = self.gates.get(tuple((name, labels.get(name, "")) for name in self.meter.gate_labels), [])
             samples = gated(samples, gate, self.w)
@@ -301,6 +301,7 @@ class RawUnits:
     def expect(self, units: Iterable[UnitKey]) -> None:
         """The next fetch's units: only their series are kept until the next ``expect``."""
         self._run = set(units) & self._wanted
+        self.pending = set(self._run)
 
     def take(self) -> Iterator[tuple[str, str, str | None, float]]:
         """(report field, namespace, customer, usage) for every unit collected since the last
