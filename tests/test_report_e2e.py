@@ -329,26 +329,3 @@ async def test_cpu_without_memory_fails_the_window(cluster: Cluster, kube: KubeA
         settings = demo_settings(prom.url, write_kubeconfig(tmp_path / "kubeconfig", kube.url))
         with pytest.raises(LayoutError, match=r"memory_gb_hours: 1 labeled namespace\(s\) used CPU .*e\.g\. hooli"):
             await _report(settings, hour_windows(broken)[1][1])
-
-
-async def test_a_large_cluster_streams_answers_one_at_a_time_and_gets_the_same_report(
-    settings: Settings, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Above LARGE_CLUSTER labeled namespaces (meters_at_once auto), meters run one at a time and
-    each meter's first answers stream one after the other (memory): the report is the same."""
-    from cluster_exporter.metering import window
-
-    end = hour_windows(cluster)[1][1]
-    usual, _ = await _report(settings, end)
-    monkeypatch.setattr(window, "LARGE_CLUSTER", 1)
-    concurrent: list[bool] = []
-    original = window._MeterGate.answers_at_once
-
-    def recorded(gate: window._MeterGate) -> bool:
-        concurrent.append(original(gate))
-        return concurrent[-1]
-
-    monkeypatch.setattr(window._MeterGate, "answers_at_once", recorded)
-    large, _ = await _report(settings, end)
-    assert large == usual
-    assert concurrent and not any(concurrent[1:]), "after discovery, one answer at a time"

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import LayoutError, PrometheusError
 from ..sources.prometheus import PrometheusClient
@@ -55,22 +54,20 @@ async def meter_amounts(
     names: Names,
     max_query_length: int,
     pieces: Awaitable[Pieces] | None = None,
-    at_once: Callable[[], bool] = lambda: True,
 ) -> MeterResult:
     """Add one selector meter's raw amounts per namespace over window ``w`` into ``table``; what
     the answers showed of the data comes back. Usage of series attributed to no namespace is
     added under namespace ""; raw fetches stay within ``max_query_length`` bytes of PromQL.
     ``pieces`` (awaited before the window's scans) are the namespaces whose owner changed inside
-    the window: their usage is cut at each change and added per owner (``AmountTable.pieces``).
-    ``at_once`` says, when the meter's answers start, whether they may stream together."""
+    the window: their usage is cut at each change and added per owner (``AmountTable.pieces``)."""
     plan = q.meter_plan(meter, w)
     totals = UnitTotals(meter, names)
     result = MeterResult(MeterCheck(meter.name, meter.namespace_labels))
     cuts = pieces if pieces is not None else _no_cuts()
     if isinstance(plan, q.CounterPlan):
-        cut = await _counters(prometheus, plan, meter, w, totals, result, cuts, at_once())
+        cut = await _counters(prometheus, plan, meter, w, totals, result, cuts)
     elif isinstance(plan, q.GaugePlan):
-        cut = await _gauges(prometheus, plan, meter, w, totals, result, cuts, at_once())
+        cut = await _gauges(prometheus, plan, meter, w, totals, result, cuts)
     else:
         raise TypeError(f"meter {meter.name} is a PromQL template: the window folds its one answer")
     irregular = totals.irregular_units
@@ -198,21 +195,6 @@ class _Gates:
         self.result.gate_rows += 1
 
 
-Answer = Callable[[], Coroutine[Any, Any, int]]  # streams one answer; its count of series
-
-
-async def _answers(calls: Sequence[Answer], at_once: bool) -> None:
-    """Stream a meter's first answers together, or, on a large cluster (``at_once`` False), one
-    after the other: one answer's buffers in memory at a time instead of three or four."""
-    if not at_once:
-        for call in calls:
-            await call()
-        return
-    async with asyncio.TaskGroup() as group:
-        for call in calls:
-            group.create_task(call())
-
-
 def _one(value: float | None) -> tuple[float] | None:
     return None if value is None else (value,)
 
@@ -233,19 +215,14 @@ async def _counters(
     totals: UnitTotals,
     r: MeterResult,
     cuts: Awaitable[Pieces],
-    at_once: bool,
 ) -> Pieces:
     """A counter without resets used B(T1) - B(T0), each from the samples around its boundary."""
     starts, ends = SeriesIndex(1), SeriesIndex(1)
     at_start = _Boundary(starts, lambda s: _one(counter_at_boundary(s, w.start, w)), r)
     at_end = _Boundary(ends, lambda s: _one(counter_at_boundary(s, w.end, w)), r, w.end)
-    await _answers(
-        [
-            lambda: prometheus.stream_matrix(plan.boundary0, at_start),
-            lambda: prometheus.stream_matrix(plan.boundary1, at_end),
-        ],
-        at_once,
-    )
+    async with asyncio.TaskGroup() as group:
+        group.create_task(prometheus.stream_matrix(plan.boundary0, at_start))
+        group.create_task(prometheus.stream_matrix(plan.boundary1, at_end))
     _freeze(starts, plan.boundary0)
     _freeze(ends, plan.boundary1)
     pieces = await cuts
@@ -267,7 +244,6 @@ async def _gauges(
     totals: UnitTotals,
     r: MeterResult,
     cuts: Awaitable[Pieces],
-    at_once: bool,
 ) -> Pieces:
     """A gauge alive across both boundaries with evenly spaced samples: its edge pieces from the
     samples around each boundary, the trapezoids in between from the sum and count."""
@@ -275,15 +251,12 @@ async def _gauges(
     gates = SeriesIndex(1) if plan.gate is not None else None
     at_start = _Boundary(starts, lambda s: gauge_start(s, w), r)
     at_end = _Boundary(ends, lambda s: gauge_end(s, w), r, w.end)
-    calls: list[Answer] = [
-        lambda: prometheus.stream_matrix(plan.boundary0, at_start),
-        lambda: prometheus.stream_matrix(plan.boundary1, at_end),
-        lambda: prometheus.stream_vector(plan.sum, _Sums(sums)),
-    ]
-    if plan.gate is not None and gates is not None:
-        gate_query, gate_sink = plan.gate, _Gates(gates, meter, r)
-        calls.append(lambda: prometheus.stream_vector(gate_query, gate_sink))
-    await _answers(calls, at_once)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(prometheus.stream_matrix(plan.boundary0, at_start))
+        group.create_task(prometheus.stream_matrix(plan.boundary1, at_end))
+        group.create_task(prometheus.stream_vector(plan.sum, _Sums(sums)))
+        if plan.gate is not None and gates is not None:
+            group.create_task(prometheus.stream_vector(plan.gate, _Gates(gates, meter, r)))
     _freeze(starts, plan.boundary0)
     _freeze(ends, plan.boundary1)
     _freeze(sums, plan.sum)

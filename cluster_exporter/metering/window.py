@@ -120,7 +120,7 @@ async def measure_window(
     async def measure(meter: q.Meter) -> None:
         async with gate:
             result: MeterResult = await meter_amounts(
-                prometheus, meter, w, table, names, max_query_length, ownership.pieces_ready, gate.answers_at_once
+                prometheus, meter, w, table, names, max_query_length, ownership.pieces_ready
             )
         checks[meter.name].merge(result.check)
         after_end[meter.name] += result.after_end
@@ -228,13 +228,11 @@ def _fields(meter: q.Meter) -> list[Field]:
 class _MeterGate:
     """How many meters are measured at once (prometheus.meters_at_once): a number, or "auto":
     one at a time until discovery has counted the labeled namespaces (``size_for``), then
-    AUTO_METERS_AT_ONCE unless there are more than LARGE_CLUSTER; above it, each meter's answers
-    also stream one at a time (``answers_at_once``)."""
+    AUTO_METERS_AT_ONCE unless there are more than LARGE_CLUSTER."""
 
     def __init__(self, at_once: int | str) -> None:
         self._auto = at_once == "auto"
         self._semaphore = asyncio.Semaphore(1 if isinstance(at_once, str) else at_once)
-        self._large = False
 
     def size_for(self, namespaces: int) -> None:
         """Discovery's count is in: open up to AUTO_METERS_AT_ONCE meters if the cluster is small enough."""
@@ -242,13 +240,6 @@ class _MeterGate:
             self._auto = False
             for _ in range(AUTO_METERS_AT_ONCE - 1):
                 self._semaphore.release()
-        self._large = self._auto and namespaces > LARGE_CLUSTER
-
-    def answers_at_once(self) -> bool:
-        """Whether a meter's first answers may stream together: not on a cluster known to be
-        larger than LARGE_CLUSTER (auto), where one answer's buffers at a time keep the window
-        within 128 MiB (bench/scale_report.py at 100,000 namespaces)."""
-        return not self._large
 
     async def __aenter__(self) -> None:
         await self._semaphore.acquire()
