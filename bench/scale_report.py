@@ -56,10 +56,9 @@ INTERVAL = 30.0
 METERS = BUILTIN_METERS
 # VictoriaMetrics' limits, raised for 100,000 namespaces: a meter's selector picks about 200,000
 # series (default limit 300,000), and a boundary answer takes longer than the default 30 s when the
-# machine is shared. Its -search.maxQueryLen stays at 16 KiB, with the exporter's
-# prometheus.max_query_length set to match, as docs/benchmarks.md advises: with 256 KiB raw-sample
-# fetches (1 MiB allowed), 3 of 50,000 customers came out wrong at 100,000 namespaces
-# (memory_gb_hours, up to 30% off); with 16 KiB fetches all are exact.
+# machine is shared. Its -search.maxQueryLen stays at its 16 KiB unless --max-query-length raises
+# it (with the exporter's prometheus.max_query_length set to match). Before a raw fetch took only
+# its own units, 256 KiB fetches counted a few units twice (docs/benchmarks.md, issue 17).
 VM_ARGS = ["-search.maxUniqueTimeseries=10000000", "-search.maxQueryDuration=600s", "-search.maxQueueDuration=600s"]
 
 
