@@ -103,23 +103,21 @@ def assert_matches_truth(report: UsageReport, platform: Cluster) -> None:
                 assert value == pytest.approx(want, rel=TOLERANCE), f"{customer}.{meter}: {value} vs {want}"
 
 
+@pytest.mark.parametrize("engine", ["platform_prometheus", "platform_vm"])
 @pytest.mark.parametrize("hour", [0, 1, 2])
-async def test_prometheus_bills_each_part_to_its_owner_and_running_requests_only(
-    platform_prometheus: PrometheusServer, platform_kube: KubeApiStandIn, platform: Cluster, tmp_path: Path, hour: int
+async def test_each_part_billed_to_its_owner_and_running_requests_only(
+    engine: str,
+    platform_kube: KubeApiStandIn,
+    platform: Cluster,
+    tmp_path: Path,
+    hour: int,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """On Prometheus and on VictoriaMetrics (loaded through its import API): the same exact report."""
+    url = request.getfixturevalue(engine).url
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", platform_kube.url)
     end = hour_windows(platform)[hour][1]
-    report = await _report(platform_settings(platform_prometheus.url, kubeconfig), end)
-    assert_matches_truth(report, platform)
-
-
-@pytest.mark.parametrize("hour", [0, 1, 2])
-async def test_victoriametrics_gives_the_same_report(
-    platform_vm: VictoriaMetricsServer, platform_kube: KubeApiStandIn, platform: Cluster, tmp_path: Path, hour: int
-) -> None:
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", platform_kube.url)
-    end = hour_windows(platform)[hour][1]
-    report = await _report(platform_settings(platform_vm.url, kubeconfig), end)
+    report = await _report(platform_settings(url, kubeconfig), end)
     assert_matches_truth(report, platform)
 
 
