@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from array import array
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -52,7 +53,9 @@ BUILTIN_AMOUNTS: tuple[tuple[str, float | int], ...] = tuple(
 _DEFAULTS = dict(BUILTIN_AMOUNTS)
 _BUILTIN = {spec.name: 0 if spec.integer else 0.0 for spec in meters.BUILTIN}
 _RECORD_JSON: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
-_NAME_TUPLES: dict[tuple[str, ...], tuple[str, ...]] = {}
+# Meter names and which of them are whole numbers: one shared layout per combination.
+_LAYOUTS: dict[tuple[tuple[str, ...], tuple[bool, ...]], tuple[tuple[str, ...], tuple[bool, ...]]] = {}
+EXACT_INT = 2**53  # integers up to this are exact as doubles
 
 
 class CustomerUsage:
@@ -63,11 +66,14 @@ class CustomerUsage:
     when not measured), then custom meters by name. Meter names are shared between records.
     """
 
-    __slots__ = ("_names", "_values", "customer_id", "namespaces")
+    __slots__ = ("_layout", "_values", "customer_id", "namespaces")
     customer_id: str
     namespaces: list[str]
-    _names: tuple[str, ...]
-    _values: tuple[float | int, ...]
+    _layout: tuple[tuple[str, ...], tuple[bool, ...]]  # (meter names, whole-number flags), shared
+    # the amounts as doubles, 8 bytes each (a tuple of floats costs 32): a report of 50,000
+    # customers is the exporter's last peak at 100,000 namespaces (docs/benchmarks.md); a tuple
+    # only where a whole number is too large to be exact as a double
+    _values: array[float] | tuple[float | int, ...]
 
     def __init__(self, customer_id: str, namespaces: list[str], **amounts: float | int) -> None:
         if not isinstance(customer_id, str) or not customer_id:
@@ -82,32 +88,32 @@ class CustomerUsage:
                 raise ValueError(f"{customer_id}: {name} must be finite and non-negative, got {value!r}")
             if name in _BUILTIN and isinstance(_BUILTIN[name], int) and not float(value).is_integer():
                 raise ValueError(f"{customer_id}: {name} must be a whole number, got {value!r}")
-        names = tuple(values)
+        typed = [
+            int(v) if isinstance(_BUILTIN.get(n), int) else float(v) if n in _BUILTIN else v for n, v in values.items()
+        ]
+        key = (tuple(values), tuple(isinstance(v, int) for v in typed))
         setattr_ = object.__setattr__
         setattr_(self, "customer_id", customer_id)
         setattr_(self, "namespaces", namespaces)
-        setattr_(self, "_names", _NAME_TUPLES.setdefault(names, names))
-        setattr_(
-            self,
-            "_values",
-            tuple(
-                int(v) if isinstance(_BUILTIN.get(n), int) else float(v) if n in _BUILTIN else v
-                for n, v in values.items()
-            ),
-        )
+        setattr_(self, "_layout", _LAYOUTS.setdefault(key, key))
+        exact = all(v <= EXACT_INT for v in typed)
+        setattr_(self, "_values", array("d", typed) if exact else tuple(typed))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("CustomerUsage is immutable")
 
     def __getattr__(self, name: str) -> float | int:
+        names, ints = self._layout
         try:
-            return self._values[self._names.index(name)]
+            i = names.index(name)
         except ValueError:
             raise AttributeError(name) from None
+        return int(self._values[i]) if ints[i] else self._values[i]
 
     def amounts(self) -> dict[str, float | int]:
         """Meter name -> amount, built-in and custom meters alike."""
-        return dict(zip(self._names, self._values, strict=True))
+        names, ints = self._layout
+        return {n: int(v) if i else v for n, i, v in zip(names, ints, self._values, strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
         """The record as it appears in a report's JSON."""
@@ -117,7 +123,7 @@ class CustomerUsage:
         return isinstance(other, CustomerUsage) and self.to_dict() == other.to_dict()
 
     def __hash__(self) -> int:
-        return hash((self.customer_id, self._values))
+        return hash((self.customer_id, tuple(self._values)))
 
     def __repr__(self) -> str:
         return f"CustomerUsage({self.to_dict()!r})"
