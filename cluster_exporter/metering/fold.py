@@ -20,8 +20,9 @@ from ..errors import LayoutError, PrometheusError
 from ..sources.prometheus import PrometheusClient
 from . import plan as q
 from .checks import MeterCheck
-from .rules import counter_at_boundary, gauge_closed_form, gauge_end, gauge_start, with_value_before
-from .tables import AmountTable, Names, Piece, RawUnits, SeriesIndex, UnitTotals, series_id
+from .ownership import Piece
+from .rules import counter_at_boundary, gate_key, gauge_closed_form, gauge_end, gauge_start, with_value_before
+from .tables import AmountTable, Names, RawUnits, SeriesIndex, UnitTotals, series_id
 
 Pieces = Mapping[str, Sequence[Piece]]  # namespace -> its owners' pieces of the window
 
@@ -181,7 +182,7 @@ class _GaugeScan:
 
 def gate_id(meter: q.Meter, labels: Mapping[str, str]) -> tuple[int, int]:
     """The identity of a series' pod gate (its gate labels' values)."""
-    return series_id({name: labels.get(name, "") for name in meter.gate_labels})
+    return series_id(dict(gate_key(meter, labels)))
 
 
 class _Gates:
@@ -316,7 +317,7 @@ class _RawGates:
         self.meter, self.raw = meter, raw
 
     def series(self, labels: dict[str, str], samples: Samples) -> None:
-        key = tuple((name, labels.get(name, "")) for name in self.meter.gate_labels)
+        key = gate_key(self.meter, labels)
         self.raw.gates[key] = sorted([*self.raw.gates.get(key, []), *samples])
 
 

@@ -690,20 +690,6 @@ def namespace_label_samples(label: str, namespaces: Sequence[str], w: Window) ->
     return Query("namespace_label_samples", f"{sel}[{_raw_span(w)}]", "namespaces", "namespaces", w.end + w.max_gap)
 
 
-def namespace_chunks(namespaces: Sequence[str], max_length: int) -> list[list[str]]:
-    """``namespaces`` in runs whose regex union stays well within ``max_length`` bytes."""
-    runs: list[list[str]] = [[]]
-    length = 0
-    for name in sorted(namespaces):
-        extra = len(_escape(name)) + 1
-        if runs[-1] and length + extra > max_length - 512:
-            runs.append([])
-            length = 0
-        runs[-1].append(name)
-        length += extra
-    return [run for run in runs if run]
-
-
 def ksm_label_name(label_key: str) -> str:
     """kube-state-metrics' name for a Kubernetes label key (label_ + key with non-alnum as _)."""
     return "label_" + "".join(c if c.isalnum() else "_" for c in label_key)

@@ -226,6 +226,11 @@ def route_of(meter: Meter, labels: Mapping[str, str]) -> tuple[str, float] | Non
     return None
 
 
+def gate_key(meter: Meter, labels: Mapping[str, str]) -> UnitKey:
+    """Which pod's gate a series (or a gate series) belongs to: its gate labels' values."""
+    return tuple((name, labels.get(name, "")) for name in meter.gate_labels)
+
+
 def gated(samples: Samples, gate: Samples, w: Window) -> Samples:
     """A gated series' samples, each times its gate at that instant: the gate's sample at the same
     time, else its last one before it at most max_gap earlier (two scrape jobs stamp different

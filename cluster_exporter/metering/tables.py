@@ -16,12 +16,14 @@ from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 
+from .ownership import Piece
 from .plan import Meter, Window
 from .rules import (
     RawSeries,
     Samples,
     UnitKey,
     copy_key,
+    gate_key,
     gated,
     merged_usage,
     namespace_of,
@@ -29,9 +31,6 @@ from .rules import (
     unit_key,
     view_rank,
 )
-
-# An owner's stretch of a namespace inside the window: [lo, hi) and the customer ("" for none).
-Piece = tuple[float, float, str]
 
 
 def _id(items: tuple[tuple[str, str], ...]) -> tuple[int, int]:
@@ -293,7 +292,7 @@ class RawUnits:
             return
         self.pending.discard(key)
         if self.meter.gate is not None:
-            gate = self.gates.get(tuple((name, labels.get(name, "")) for name in self.meter.gate_labels), [])
+            gate = self.gates.get(gate_key(self.meter, labels), [])
             samples = gated(samples, gate, self.w)
         flat = array("d", (x for sample in samples for x in sample))
         self._series.setdefault(key, {}).setdefault(view_rank(self.meter, labels), []).append(flat)

@@ -21,7 +21,7 @@ from ..times import BadTime, parse_rfc3339
 from . import plan as q
 from .checks import MeterCheck, check_attribution, check_pipelines
 from .fold import MeterResult, Pieces, meter_amounts
-from .ownership import Field, WindowOwners, customer_usage, owner_pieces
+from .ownership import Field, Piece, WindowOwners, customer_usage, owner_pieces
 from .rules import Samples, namespace_of
 from .tables import AmountTable, Names
 
@@ -263,7 +263,7 @@ class _Ownership:
     def __init__(self, ksm_label: str) -> None:
         self.ksm_label = ksm_label
         self.recorded: dict[str, str] = {}
-        self.pieces: dict[str, list[tuple[float, float, str]]] = {}
+        self.pieces: dict[str, list[Piece]] = {}
         self.pieces_ready: asyncio.Future[Pieces] = asyncio.get_running_loop().create_future()
         self._changed: dict[str, str] = {}  # namespace -> the label carrying its name
         self._labeled = False
@@ -286,9 +286,9 @@ class _Ownership:
         series = _LabelSamples(self.ksm_label)
         for label in sorted(set(self._changed.values())):
             names = [namespace for namespace, carrier in self._changed.items() if carrier == label]
-            for chunk in q.namespace_chunks(names, max_length):
+            for _, chunk in q.raw_chunks([((label, name),) for name in names], max_length, len(names)):
                 series.label = label
-                await prometheus.stream_matrix(q.namespace_label_samples(label, chunk, w), series)
+                await prometheus.stream_matrix(q.namespace_label_samples(label, chunk[label], w), series)
         for namespace in self._changed:
             if namespace not in series.samples:
                 raise PrometheusError(
